@@ -1,0 +1,5 @@
+"""The in-store agent for retail devices."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,257 @@
+"""Command line: ``retail-agent COMMAND``. ``main()`` returns the process exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    LineConfig,
+    ZoneConfig,
+    load_config,
+    parse_config,
+)
+from agent.runtime.logs import configure_logging
+
+logger = logging.getLogger("agent.cli")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad arguments or unusable input; reported in one line with exit code 2."""
+
+
+def _numbers(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what}: coordinates must be numbers, got {text!r}") from None
+
+
+def parse_line_arg(text: str) -> tuple[str, LineConfig]:
+    """``NAME=x1,y1,x2,y2`` → a named line."""
+    name, sep, coords = text.partition("=")
+    values = _numbers(coords, f"--line {name}")
+    if not sep or not name or len(values) != 4:
+        raise UsageError(f"--line must be NAME=x1,y1,x2,y2, got {text!r}")
+    return name, _validated("lines", name, {"a": values[:2], "b": values[2:]})
+
+
+def parse_zone_arg(text: str) -> tuple[str, ZoneConfig]:
+    """``NAME=x1,y1;x2,y2;x3,y3...`` → a named polygon zone."""
+    name, sep, coords = text.partition("=")
+    points = [_numbers(p, f"--zone {name}") for p in coords.split(";") if p.strip()]
+    if not sep or not name or len(points) < 3 or any(len(p) != 2 for p in points):
+        raise UsageError(f"--zone must be NAME=x1,y1;x2,y2;x3,y3[;...], got {text!r}")
+    return name, _validated("zones", name, {"polygon": points})
+
+
+def _validated(kind: str, name: str, data: dict[str, Any]) -> Any:
+    try:
+        config = parse_config({"camera": {kind: {name: data}}}, "command line")
+    except ConfigError as exc:
+        raise UsageError("; ".join(str(p) for p in exc.problems)) from None
+    return getattr(config.camera, kind)[name]
+
+
+def _load(path: str | None) -> AgentConfig:
+    return load_config(Path(path)) if path else AgentConfig()
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "retail-agent"
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.file))
+    lines, zones = len(config.camera.lines), len(config.camera.zones)
+    print(f"{args.file}: ok ({lines} line(s), {zones} zone(s), model {config.detector.model})")
+    return EXIT_OK
+
+
+def _build_pipeline(config: AgentConfig, model: str | None, family: str | None) -> Any:
+    from agent.runtime.run import build_pipeline
+
+    if family:
+        config = config.model_copy(update={"detector": config.detector.model_copy(update={"family": family})})
+    return build_pipeline(config, model)
+
+
+def _with_rules(config: AgentConfig, lines: Sequence[str], zones: Sequence[str]) -> AgentConfig:
+    if not lines and not zones:
+        return config
+    camera = config.camera.model_copy(
+        update={
+            "lines": {**config.camera.lines, **dict(parse_line_arg(t) for t in lines)},
+            "zones": {**config.camera.zones, **dict(parse_zone_arg(t) for t in zones)},
+        }
+    )
+    return config.model_copy(update={"camera": camera})
+
+
+def _file_source(path: str) -> Any:
+    from agent.vision.source import parse_source
+
+    if not Path(path).is_file():
+        raise UsageError(f"cannot read video {path}: no such file")
+    return parse_source(path)
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from agent.vision.count import count_video
+
+    config = _with_rules(_load(args.config), args.line, args.zone)
+    source = _file_source(args.video)
+    pipeline = _build_pipeline(config, args.model, args.family)
+    report = count_video(source, pipeline)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(f"{report.source}: {report.frames} frames in {report.seconds:.1f} s ({report.model_name})")
+        for name, counts in report.lines.items():
+            print(f"  line {name}: in {counts['in']}, out {counts['out']}")
+        for name, zone in report.to_json()["zones"].items():
+            print(f"  zone {name}: mean {zone['mean']:.2f}, max {zone['max']}")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agent.evaluation import load_truth, score
+    from agent.vision.count import count_video
+
+    truth = load_truth(Path(args.truth))
+    config = _load(args.config)
+    camera = config.camera.model_copy(update={"lines": truth.line_configs(), "zones": truth.zone_configs()})
+    config = config.model_copy(update={"camera": camera})
+    pipeline = _build_pipeline(config, args.model, args.family)
+    report = count_video(_file_source(args.video), pipeline)
+    result = score(truth, report)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.describe())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(
+        state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
+        video=Path(args.video) if args.video else None,
+        fast=args.fast,
+        model=args.model,
+        report=print,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runtime.run import run_agent
+
+    config = load_config(Path(args.config))
+    configure_logging(config.logging.level)
+    return run_agent(config, threading.Event())
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from agent.vision.fetch import fetch_model
+    from agent.vision.models import load_manifest
+
+    if args.models_command == "list":
+        for name, entry in load_manifest().items():
+            print(f"{name}: {entry.family}, {entry.licence}, {entry.source}")
+        return EXIT_OK
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    path = fetch_model(args.name, state_dir / "models", url=args.url)
+    print(f"{args.name}: verified and saved to {path}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retail-agent", description="The in-store agent for retail devices."
+    )
+    parser.add_argument("--version", action="version", version=f"retail-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the agent service with a config file")
+    p.add_argument("--config", required=True, help="TOML config file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="count people on the bundled sample clip into a local database")
+    p.add_argument("--state-dir", help="where the demo database goes (default: ~/.local/state/retail-agent)")
+    p.add_argument("--video", help="a video file to use instead of the sample clip")
+    p.add_argument("--fast", action="store_true", help="process as fast as possible instead of at 10 fps")
+    p.add_argument("--model", help="model name from models/manifest.toml, or an ONNX file")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("count", help="count line crossings and zone occupancy in a video file")
+    p.add_argument("video", help="video file")
+    p.add_argument("--line", action="append", default=[], metavar="NAME=x1,y1,x2,y2", help="a directed line")
+    p.add_argument(
+        "--zone", action="append", default=[], metavar="NAME=x1,y1;x2,y2;...", help="a polygon zone"
+    )
+    p.add_argument("--config", help="TOML config for detector, tracker and counting settings")
+    p.add_argument("--model", help="model name from models/manifest.toml, or an ONNX file")
+    p.add_argument("--family", choices=["ssd", "yolox"], help="decoder for an ONNX file outside the manifest")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_count)
+
+    p = sub.add_parser("eval", help="score counts on a video against a truth file")
+    p.add_argument("video", help="video file")
+    p.add_argument("--truth", required=True, help="truth TOML: lines with expected in/out, optional zones")
+    p.add_argument("--config", help="TOML config for detector, tracker and counting settings")
+    p.add_argument("--model", help="model name from models/manifest.toml, or an ONNX file")
+    p.add_argument("--family", choices=["ssd", "yolox"], help="decoder for an ONNX file outside the manifest")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("check-config", help="validate a config file and report every bad key")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("models", help="list or fetch detector models")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub.add_parser("list", help="models described by the manifest")
+    f = msub.add_parser("fetch", help="download a model and verify its size and sha256")
+    f.add_argument("name", help="model name, e.g. yolox-nano")
+    f.add_argument("--url", help="download from this address instead of the manifest's")
+    f.add_argument("--state-dir", help="state directory; the model goes to STATE_DIR/models")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("DEBUG" if args.verbose else "WARNING" if getattr(args, "json", False) else "INFO")
+    from agent.vision.models import ModelError
+    from agent.vision.source import SourceError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"config error in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, SourceError, ModelError) as exc:
+        print(f"retail-agent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

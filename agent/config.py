@@ -1,0 +1,219 @@
+"""One typed config tree, validated at load; every error names its key path."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_STATE_DIR = Path("/var/lib/retail-agent")
+
+
+def _two_numbers(value: Any) -> Any:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError("must be two numbers [x, y]")
+    if any(v < 0 for v in value):
+        raise ValueError("coordinates must not be negative")
+    return value
+
+
+XY = Annotated[tuple[float, float], BeforeValidator(_two_numbers)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    id: str = "local"
+    tenant: str = "local"
+    store: str = "local"
+    state_dir: Path = DEFAULT_STATE_DIR
+
+    @field_validator("id", "tenant", "store")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return value
+
+
+class LineConfig(_Section):
+    """A directed line A→B; ``in`` is a crossing from the left of A→B to its right, as seen on the image."""
+
+    a: XY
+    b: XY
+    net: bool = False
+
+    @field_validator("b")
+    @classmethod
+    def _distinct(cls, value: tuple[float, float], info: Any) -> tuple[float, float]:
+        if info.data.get("a") == value:
+            raise ValueError("must differ from a")
+        return value
+
+
+class ZoneConfig(_Section):
+    polygon: list[XY] = Field(min_length=3)
+    queue: bool = False
+
+
+class CameraConfig(_Section):
+    source: str | int = 0
+    target_fps: float = Field(default=10.0, gt=0, le=120)
+    queue_size: int = Field(default=2, ge=1, le=64)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    realtime: bool = True
+    lines: dict[str, LineConfig] = Field(default_factory=dict)
+    zones: dict[str, ZoneConfig] = Field(default_factory=dict)
+
+    @field_validator("lines", "zones")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+
+class DetectorConfig(_Section):
+    model: str = "ssdlite-pedestrian"
+    family: Literal["ssd", "yolox"] | None = None
+    threads: int = Field(default=1, ge=1, le=16)
+    score_threshold: float | None = Field(default=None, gt=0, lt=1)
+    tiles: Literal[1, 2] = 1
+
+
+class TrackerConfig(_Section):
+    """Tracker settings; the score thresholds default to the model's (see models/manifest.toml)."""
+
+    low_threshold: float = Field(default=0.1, gt=0, lt=1)
+    high_threshold: float | None = Field(default=None, gt=0, lt=1)
+    new_track_threshold: float | None = Field(default=None, gt=0, lt=1)
+    match_iou: float = Field(default=0.2, gt=0, lt=1)
+    low_match_iou: float = Field(default=0.5, gt=0, lt=1)
+    confirm_hits: int = Field(default=3, ge=1, le=100)
+    max_lost_frames: int = Field(default=30, ge=0, le=10_000)
+
+    @field_validator("high_threshold")
+    @classmethod
+    def _above_low(cls, value: float | None, info: Any) -> float | None:
+        low = info.data.get("low_threshold")
+        if value is not None and low is not None and value <= low:
+            raise ValueError(f"must be above low_threshold ({low})")
+        return value
+
+
+class CountingConfig(_Section):
+    hold_frames: int = Field(default=2, ge=1, le=100)
+    zone_min_frames: int = Field(default=2, ge=1, le=100)
+
+
+class StorageConfig(_Section):
+    database: Path = Path("agent.db")
+    events_days: int = Field(default=7, ge=1, le=366)
+    buckets_days: int = Field(default=56, ge=1, le=3660)
+    flush_s: float = Field(default=10.0, gt=0, le=3600)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AgentConfig(_Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    counting: CountingConfig = Field(default_factory=CountingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def database_path(self) -> Path:
+        """The database file: relative paths are inside the state directory."""
+        return self.device.state_dir / self.storage.database
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One bad key: where it is, what it held and what is wrong with it."""
+
+    path: str
+    value: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (got {self.value})"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``problems`` lists every bad key."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    return " -> ".join(str(part) for part in loc) or "(top level)"
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "is required"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
+    """Validate a decoded TOML document into an :class:`AgentConfig`."""
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error["loc"]
+            # A bad item inside a two-number point is reported on the point itself.
+            if loc and isinstance(loc[-1], int) and error["type"] == "missing":
+                loc = loc[:-1]
+            problems.append(ConfigProblem(_key_path(loc), _shorten(error.get("input")), _message(error)))
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate one TOML config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            str(path), [ConfigProblem("(file)", repr(str(path)), exc.strerror or str(exc))]
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [ConfigProblem("(syntax)", "", f"not valid TOML: {exc}")]) from None
+    config = parse_config(data, str(path))
+    if not config.device.state_dir.is_absolute():
+        state_dir = (path.parent / config.device.state_dir).resolve()
+        config = config.model_copy(
+            update={"device": config.device.model_copy(update={"state_dir": state_dir})}
+        )
+    return config

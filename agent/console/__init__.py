@@ -1,0 +1,1 @@
+"""Staff console (Textual; never imports agent.vision)."""

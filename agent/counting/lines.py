@@ -1,0 +1,183 @@
+"""Counting people who cross a directed line, per track, with a hold rule against flicker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from agent.counting.geometry import Point, cross, side
+
+logger = logging.getLogger(__name__)
+
+Direction = Literal["in", "out"]
+
+SEGMENT_TOLERANCE = 0.02
+"""How far past an endpoint a crossing may pass and still count, as a fraction of the line length."""
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """One track crossing one line: ``in`` is from side −1 to +1, ``out`` the reverse."""
+
+    line: str
+    track_id: int
+    direction: Direction
+
+
+class LineTotals(NamedTuple):
+    """Crossings counted by a line since it was created."""
+
+    in_count: int
+    out_count: int
+
+
+@dataclass
+class _Track:
+    """What the counter remembers about one live track."""
+
+    settled: int
+    last: Point
+    pending_frames: int = 0
+    pending_valid: bool = False
+    net: int = 0
+
+
+class LineCounter:
+    """Counts crossings of the directed line A→B by tracked foot points.
+
+    Per track the counter keeps the last *settled* side (−1 or +1). A track is settled on the side
+    where it is first seen (so a track that appears next to a line near the frame edge counts as
+    soon as it crosses); a track first seen exactly on the line settles on the first side it
+    leaves to. Frames on the line (side 0) never change the settled side and neither advance nor
+    reset a pending change.
+
+    A crossing happens when the track is seen on the other side in ``hold`` consecutive frames in
+    which it is present; the side then settles there and ``in`` (−1 → +1) or ``out`` (+1 → −1) is
+    counted. A return to the settled side before that cancels the change, so flicker shorter than
+    ``hold`` frames never counts.
+
+    With ``segment=True`` only crossings that pass between A and B count: on the frame where the
+    side first changes, the step from the previous position to the new one must meet the infinite
+    line within the segment (with a tolerance of ``SEGMENT_TOLERANCE`` of its length). That
+    decision is kept while the change is pending. A person walking past the end of the segment
+    still settles on the new side, so walking back round the end does not count either.
+
+    With ``net=True`` crossings of one track cancel out (in then out is nothing) and the track
+    yields at most one crossing: the sign of its net sum, emitted by the ``update`` call whose
+    ``ended`` names the track, or by ``finish()`` for tracks still live at the end of the stream.
+    Without ``net``, crossings are emitted by ``update`` on the frame that completes the hold.
+
+    A track's state is dropped when it appears in ``ended``; a later track with the same id starts
+    afresh. A change still pending when its track ends is not counted.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        a: Point,
+        b: Point,
+        hold: int = 2,
+        *,
+        net: bool = False,
+        segment: bool = True,
+    ) -> None:
+        if a == b:
+            raise ValueError(f"line {name!r}: endpoints must differ, both are ({a.x}, {a.y})")
+        if hold < 1:
+            raise ValueError(f"line {name!r}: hold must be at least 1 frame, got {hold}")
+        self.name = name
+        self.a = a
+        self.b = b
+        self.hold = hold
+        self.net = net
+        self.segment = segment
+        self._tracks: dict[int, _Track] = {}
+        self._in = 0
+        self._out = 0
+
+    @property
+    def totals(self) -> LineTotals:
+        """Crossings emitted so far, as (in, out)."""
+        return LineTotals(self._in, self._out)
+
+    @property
+    def live_tracks(self) -> int:
+        """How many tracks the counter holds state for."""
+        return len(self._tracks)
+
+    def update(self, positions: Mapping[int, Point], ended: Iterable[int] = ()) -> list[Crossing]:
+        """Advance one frame: foot points of present tracks, then ids of tracks that ended."""
+        crossings: list[Crossing] = []
+        for track_id, point in positions.items():
+            direction = self._step(track_id, point)
+            if direction is not None and not self.net:
+                crossings.append(self._emit(track_id, direction))
+        for track_id in ended:
+            track = self._tracks.pop(track_id, None)
+            if track is not None and self.net:
+                crossings.extend(self._net_crossing(track_id, track))
+        return crossings
+
+    def finish(self) -> list[Crossing]:
+        """End of stream: emit net crossings of live tracks (net mode) and drop all state."""
+        crossings: list[Crossing] = []
+        if self.net:
+            for track_id, track in self._tracks.items():
+                crossings.extend(self._net_crossing(track_id, track))
+        self._tracks.clear()
+        return crossings
+
+    def _step(self, track_id: int, point: Point) -> Direction | None:
+        """Update one track with its new position; return the direction of a completed crossing."""
+        current = side(self.a, self.b, point)
+        track = self._tracks.get(track_id)
+        if track is None:
+            self._tracks[track_id] = _Track(settled=current, last=point)
+            return None
+        previous, track.last = track.last, point
+        if current == 0:
+            return None
+        if track.settled in (0, current):
+            track.settled = current
+            track.pending_frames = 0
+            return None
+        if track.pending_frames == 0:
+            track.pending_valid = not self.segment or self._within_segment(previous, point)
+        track.pending_frames += 1
+        if track.pending_frames < self.hold:
+            return None
+        track.settled = current
+        track.pending_frames = 0
+        if not track.pending_valid:
+            return None
+        direction: Direction = "in" if current > 0 else "out"
+        if self.net:
+            track.net += 1 if direction == "in" else -1
+        return direction
+
+    def _within_segment(self, p: Point, q: Point) -> bool:
+        """Whether the step P→Q meets the infinite line between A and B (with tolerance)."""
+        cp, cq = cross(self.a, self.b, p), cross(self.a, self.b, q)
+        if cp == cq:
+            return False
+        share = cp / (cp - cq)
+        x = p.x + (q.x - p.x) * share
+        y = p.y + (q.y - p.y) * share
+        dx, dy = self.b.x - self.a.x, self.b.y - self.a.y
+        along = ((x - self.a.x) * dx + (y - self.a.y) * dy) / (dx * dx + dy * dy)
+        return -SEGMENT_TOLERANCE <= along <= 1.0 + SEGMENT_TOLERANCE
+
+    def _emit(self, track_id: int, direction: Direction) -> Crossing:
+        if direction == "in":
+            self._in += 1
+        else:
+            self._out += 1
+        logger.debug("line %s: track %d crossed %s", self.name, track_id, direction)
+        return Crossing(self.name, track_id, direction)
+
+    def _net_crossing(self, track_id: int, track: _Track) -> list[Crossing]:
+        if track.net == 0:
+            return []
+        return [self._emit(track_id, "in" if track.net > 0 else "out")]

@@ -1,0 +1,157 @@
+"""Zone occupancy, enter/exit events and dwell per visit, with hysteresis at the border."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from agent.counting.geometry import Point, point_in_polygon, validate_polygon
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One stay of one track in one zone, from the frame it entered to the frame it left."""
+
+    zone: str
+    track_id: int
+    enter_t: float
+    exit_t: float
+
+    @property
+    def dwell_s(self) -> float:
+        """Seconds spent in the zone."""
+        return self.exit_t - self.enter_t
+
+
+@dataclass(frozen=True)
+class ZoneFrame:
+    """A zone after one frame: tracks inside, tracks that entered, visits that ended."""
+
+    zone: str
+    occupancy: int
+    entered: tuple[int, ...]
+    exited: tuple[Visit, ...]
+
+
+@dataclass
+class _Track:
+    """What the counter remembers about one live track."""
+
+    inside: bool
+    last_t: float
+    enter_t: float = 0.0
+    streak: int = 0
+    streak_t: float = 0.0
+
+
+class ZoneCounter:
+    """Tracks which foot points are inside a polygon, frame by frame.
+
+    A track is outside until it has been seen inside for ``min_frames`` consecutive frames in
+    which it is present; it then enters, and its visit starts at the first of those frames. It
+    leaves after ``min_frames`` consecutive frames outside; the visit ends at the first of those
+    frames. Shorter excursions across the border change nothing, so jitter on the border neither
+    splits a visit nor makes one up.
+
+    A track that ends (listed in ``ended``) while inside closes its visit at the time it was last
+    seen. ``occupancy`` is the number of open visits after the frame. For a zone configured as a
+    queue, the queue length is its occupancy (see ``QueueMonitor``).
+    """
+
+    def __init__(self, name: str, polygon: Sequence[Point], min_frames: int = 2) -> None:
+        if min_frames < 1:
+            raise ValueError(f"zone {name!r}: min_frames must be at least 1, got {min_frames}")
+        try:
+            self.polygon = validate_polygon(polygon)
+        except ValueError as error:
+            raise ValueError(f"zone {name!r}: {error}") from error
+        self.name = name
+        self.min_frames = min_frames
+        self._tracks: dict[int, _Track] = {}
+
+    @property
+    def occupancy(self) -> int:
+        """Tracks currently inside (open visits)."""
+        return sum(1 for track in self._tracks.values() if track.inside)
+
+    def contains(self, point: Point) -> bool:
+        """Whether a foot point lies in the zone (see ``point_in_polygon`` for the boundary)."""
+        return point_in_polygon(point, self.polygon)
+
+    def update(self, positions: Mapping[int, Point], t: float, ended: Iterable[int] = ()) -> ZoneFrame:
+        """Advance one frame at time ``t`` (seconds): present tracks, then tracks that ended."""
+        entered: list[int] = []
+        exited: list[Visit] = []
+        for track_id, point in positions.items():
+            inside = self.contains(point)
+            track = self._tracks.get(track_id)
+            if track is None:
+                track = self._tracks[track_id] = _Track(inside=False, last_t=t)
+            track.last_t = t
+            if inside == track.inside:
+                track.streak = 0
+                continue
+            if track.streak == 0:
+                track.streak_t = t
+            track.streak += 1
+            if track.streak < self.min_frames:
+                continue
+            track.streak = 0
+            track.inside = inside
+            if inside:
+                track.enter_t = track.streak_t
+                entered.append(track_id)
+            else:
+                exited.append(Visit(self.name, track_id, track.enter_t, track.streak_t))
+        for track_id in ended:
+            gone = self._tracks.pop(track_id, None)
+            if gone is not None and gone.inside:
+                exited.append(Visit(self.name, track_id, gone.enter_t, gone.last_t))
+        return ZoneFrame(self.name, self.occupancy, tuple(entered), tuple(exited))
+
+    def finish(self, t: float) -> tuple[Visit, ...]:
+        """End of stream at ``t``: close every open visit and drop all state.
+
+        Each visit ends at its track's last seen time (never later than ``t``).
+        """
+        visits = tuple(
+            Visit(self.name, track_id, track.enter_t, min(track.last_t, t))
+            for track_id, track in self._tracks.items()
+            if track.inside
+        )
+        self._tracks.clear()
+        return visits
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A queue zone after one frame.
+
+    ``length`` is the zone's occupancy. ``recent_wait_s`` is the median dwell of the last
+    completed visits (how long the people who just left had waited), or None before any; it
+    describes the recent past, not a forecast for someone joining now.
+    """
+
+    zone: str
+    length: int
+    recent_wait_s: float | None
+
+
+class QueueMonitor:
+    """Turns the ZoneFrames of a queue zone into queue length and recent wait."""
+
+    def __init__(self, window: int = 20) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 visit, got {window}")
+        self._dwells: deque[float] = deque(maxlen=window)
+
+    def add(self, frame: ZoneFrame) -> QueueStats:
+        """Record the frame's completed visits and return the queue's state."""
+        self._dwells.extend(visit.dwell_s for visit in frame.exited)
+        wait = statistics.median(self._dwells) if self._dwells else None
+        return QueueStats(frame.zone, frame.occupancy, wait)

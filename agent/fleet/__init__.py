@@ -1,0 +1,1 @@
+"""Fleet updates: signed commands, jobs, artifacts (never imports agent.vision)."""

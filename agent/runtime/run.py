@@ -1,0 +1,54 @@
+"""``retail-agent run``: open everything, signal readiness, count until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from agent.config import AgentConfig
+from agent.runtime.service import TrafficService
+from agent.runtime.supervisor import run_with_restarts, stop_on_signals
+from agent.runtime.systemd import Notifier
+from agent.storage.database import open_database
+from agent.vision.detector import Detector
+from agent.vision.models import default_model_dirs, resolve_model
+from agent.vision.pipeline import CountingRules, FrameResult, TrafficPipeline, tracker_settings
+from agent.vision.source import parse_source
+
+logger = logging.getLogger(__name__)
+
+
+def build_pipeline(config: AgentConfig, model: str | None = None) -> TrafficPipeline:
+    """Load the configured model (verified against its manifest) and lay out the counters."""
+    det = config.detector
+    spec = resolve_model(model or det.model, det.family, default_model_dirs(config.device.state_dir))
+    detector = Detector(spec, threads=det.threads, score_threshold=det.score_threshold, tiles=det.tiles)
+    rules = CountingRules(
+        lines=config.camera.lines,
+        zones=config.camera.zones,
+        hold_frames=config.counting.hold_frames,
+        zone_min_frames=config.counting.zone_min_frames,
+    )
+    return TrafficPipeline(detector, rules, tracker_settings(config.tracker, spec))
+
+
+def run_agent(
+    config: AgentConfig,
+    stop: threading.Event,
+    on_result: Callable[[FrameResult], None] | None = None,
+    realtime: bool | None = None,
+    model: str | None = None,
+) -> int:
+    """Run the foot-traffic service until SIGTERM/SIGINT, the stop event, or the end of a file source."""
+    notifier = Notifier()
+    notifier.status("starting")
+    source = parse_source(config.camera.source)
+    pipeline = build_pipeline(config, model)
+    db = open_database(config.database_path)
+    logger.info("database %s, model %s (%s)", config.database_path, pipeline.detector.spec.name, source.kind)
+    service = TrafficService(config, source, pipeline, db, stop, notifier, on_result, realtime)
+    with stop_on_signals(stop):
+        run_with_restarts("counting", service.run, stop)
+    db.close()
+    return 0

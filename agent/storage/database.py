@@ -1,0 +1,143 @@
+"""Opening the agent's SQLite file: pragmas, migrations, transactions and storage errors."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlite_utils import Database, Migrations
+
+from agent.storage.migrations import MIGRATIONS
+
+logger = logging.getLogger(__name__)
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+MEMORY = ":memory:"
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+
+
+class StorageError(Exception):
+    """The database could not be opened, read or written; nothing was half-written."""
+
+
+def open_database(
+    path: Path | str,
+    *,
+    synchronous: Synchronous = "NORMAL",
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    migrations: Migrations = MIGRATIONS,
+) -> Database:
+    """Open (creating if needed) the database at ``path`` and bring its schema up to date.
+
+    Files use WAL so the console can read while the agent writes; ``":memory:"`` opens a
+    private in-memory database. Raises StorageError naming the path when it cannot be used.
+    """
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+    if busy_timeout_s < 0:
+        raise ValueError(f"busy_timeout_s must be >= 0, not {busy_timeout_s}")
+    name = str(path)
+    in_memory = name == MEMORY
+    if not in_memory:
+        try:
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot open database {name}: cannot create its folder: {exc}") from exc
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(name, timeout=busy_timeout_s)
+        db = Database(conn, execute_plugins=False)
+        db.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        db.execute("PRAGMA foreign_keys = ON")
+        if not in_memory:
+            db.enable_wal()
+            if db.journal_mode != "wal":
+                logger.warning("database %s: WAL is not available here; readers may wait", name)
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        migrate(db, migrations)
+    except (sqlite3.Error, StorageError) as exc:
+        if conn is not None:
+            conn.close()
+        reason = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+        raise StorageError(f"cannot open database {name}: {reason}") from exc
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    logger.info("opened database %s (synchronous=%s)", name, synchronous)
+    return db
+
+
+def migrate(db: Database, migrations: Migrations = MIGRATIONS) -> list[str]:
+    """Apply the pending migrations as one transaction; return the names applied.
+
+    The write lock is taken before the pending list is read, so two processes opening the
+    same file at once apply each migration once. A failing migration rolls back the whole
+    batch and nothing is recorded. Every migration must be transactional (no VACUUM).
+    """
+    if not migrations.pending(db):
+        return []
+    with transaction(db):
+        names = [migration.name for migration in migrations.pending(db)]
+        migrations.apply(db)
+    if names:
+        logger.info("applied migrations %s to %s", ", ".join(names), database_file(db))
+    return names
+
+
+@contextmanager
+def transaction(db: Database) -> Iterator[Database]:
+    """Run the block atomically: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.
+
+    Inside an open transaction the block becomes a savepoint of it. A locked database,
+    a full disk or an I/O error becomes StorageError after the rollback.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        with _storage_errors(db, "write to"), db.atomic():
+            yield db
+        return
+    with _storage_errors(db, "write to"):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            conn.execute("COMMIT")
+        except BaseException:
+            db.rollback()  # a no-op when sqlite already rolled back (e.g. after SQLITE_FULL)
+            raise
+
+
+def fetch_all(db: Database, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run a read query and return its rows; a locked or broken database raises StorageError."""
+    with _storage_errors(db, "read"):
+        rows: list[tuple[Any, ...]] = db.execute(sql, list(params)).fetchall()
+    return rows
+
+
+def database_file(db: Database) -> str:
+    """The file behind ``db`` (":memory:" for an in-memory database)."""
+    try:
+        for _seq, name, file in db.conn.execute("PRAGMA database_list").fetchall():
+            if name == "main":
+                return str(file) or MEMORY
+    except sqlite3.Error:
+        pass
+    return "<unknown>"
+
+
+@contextmanager
+def _storage_errors(db: Database, action: str) -> Iterator[None]:
+    """Turn environmental sqlite errors (locked, full, I/O, corrupt) into StorageError."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"cannot {action} database {database_file(db)}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:
+            raise
+        raise StorageError(f"cannot {action} database {database_file(db)}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Sync to the central platform: outbox, aggregates, MQTT (never imports agent.vision)."""

@@ -1,0 +1,137 @@
+"""Per-frame foot traffic: detector → tracker → line and zone counters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.config import LineConfig, TrackerConfig, ZoneConfig
+from agent.counting.geometry import Point, to_pixels
+from agent.counting.lines import Crossing, LineCounter
+from agent.counting.zones import ZoneCounter, ZoneFrame
+from agent.vision.detections import Detections
+from agent.vision.detector import Detector
+from agent.vision.models import ModelSpec
+from agent.vision.source import Frame
+from agent.vision.tracker import ByteTracker, TrackerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What one frame changed: confirmed people in view, crossings and zone states."""
+
+    index: int
+    t: float
+    people: int
+    crossings: tuple[Crossing, ...]
+    zones: tuple[ZoneFrame, ...]
+
+
+@dataclass(frozen=True)
+class CountingRules:
+    """Lines and zones as configured (pixels or normalised), with the counting settings."""
+
+    lines: Mapping[str, LineConfig] = field(default_factory=dict)
+    zones: Mapping[str, ZoneConfig] = field(default_factory=dict)
+    hold_frames: int = 2
+    zone_min_frames: int = 2
+
+
+def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings:
+    """The configured tracker settings; thresholds left unset come from the model's manifest entry."""
+    return TrackerSettings(
+        high_threshold=config.high_threshold or model.track_threshold,
+        low_threshold=config.low_threshold,
+        new_track_threshold=config.new_track_threshold or model.new_track_threshold,
+        match_iou=config.match_iou,
+        low_match_iou=config.low_match_iou,
+        confirm_hits=config.confirm_hits,
+        max_lost_frames=config.max_lost_frames,
+    )
+
+
+class TrafficPipeline:
+    """Turns frames into counts. Counters are laid out on the first frame, when its size is known."""
+
+    def __init__(
+        self, detector: Detector, rules: CountingRules, tracker: TrackerSettings | None = None
+    ) -> None:
+        self.detector = detector
+        self.rules = rules
+        self._tracker = ByteTracker(tracker)
+        self._lines: list[LineCounter] = []
+        self._zones: list[ZoneCounter] = []
+        self._size: tuple[int, int] | None = None
+        self._last_t = 0.0
+
+    @property
+    def line_names(self) -> list[str]:
+        return list(self.rules.lines)
+
+    @property
+    def zone_names(self) -> list[str]:
+        return list(self.rules.zones)
+
+    @property
+    def lines(self) -> list[LineCounter]:
+        return self._lines
+
+    def _layout(self, width: int, height: int) -> None:
+        self._size = (width, height)
+        self._lines = []
+        for name, line in self.rules.lines.items():
+            a, b = to_pixels([Point(*line.a), Point(*line.b)], width, height)
+            self._lines.append(LineCounter(name, a, b, hold=self.rules.hold_frames, net=line.net))
+        self._zones = []
+        for name, zone in self.rules.zones.items():
+            polygon = to_pixels([Point(*p) for p in zone.polygon], width, height)
+            self._zones.append(ZoneCounter(name, polygon, min_frames=self.rules.zone_min_frames))
+        logger.info(
+            "counting on %dx%d frames: lines %s, zones %s",
+            width,
+            height,
+            ", ".join(self.rules.lines) or "none",
+            ", ".join(self.rules.zones) or "none",
+        )
+
+    def process(self, frame: Frame) -> FrameResult:
+        height, width = frame.image.shape[:2]
+        if self._size != (width, height):
+            if self._size is not None:
+                logger.warning(
+                    "frame size changed from %s to %dx%d; counters restart", self._size, width, height
+                )
+            self._layout(width, height)
+        return self.process_detections(frame.index, frame.t, self.detector.detect(frame.image))
+
+    def process_detections(self, index: int, t: float, detections: Detections) -> FrameResult:
+        """Track and count one frame's detections (the counters must be laid out already)."""
+        update = self._tracker.update(detections)
+        positions = {track.track_id: Point(*track.foot) for track in update.tracks}
+        return self._count(index, t, positions, update.ended)
+
+    def _count(
+        self, index: int, t: float, positions: dict[int, Point], ended: tuple[int, ...]
+    ) -> FrameResult:
+        self._last_t = t
+        crossings: list[Crossing] = []
+        for line in self._lines:
+            crossings.extend(line.update(positions, ended))
+        zones = tuple(zone.update(positions, t, ended) for zone in self._zones)
+        return FrameResult(index, t, len(positions), tuple(crossings), zones)
+
+    def finish(self) -> FrameResult:
+        """End of stream: end every track, closing open visits and net crossings at the last frame time."""
+        ended = self._tracker.finish()
+        result = self._count(-1, self._last_t, {}, ended)
+        crossings = list(result.crossings)
+        for line in self._lines:
+            crossings.extend(line.finish())
+        zones = tuple(
+            ZoneFrame(frame.zone, 0, frame.entered, frame.exited + zone.finish(self._last_t))
+            for zone, frame in zip(self._zones, result.zones, strict=True)
+        )
+        return FrameResult(-1, self._last_t, 0, tuple(crossings), zones)

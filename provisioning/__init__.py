@@ -1,0 +1,1 @@
+"""Operator-side tools: devices, brokers, coupons and rollouts."""

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import UsageError, main, parse_line_arg, parse_zone_arg
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_line_argument_is_name_and_four_numbers() -> None:
+    name, line = parse_line_arg("door=10,20,300,20.5")
+    assert name == "door"
+    assert line.a == (10, 20)
+    assert line.b == (300, 20.5)
+
+
+@pytest.mark.parametrize("text", ["door", "door=1,2,3", "=1,2,3,4", "door=1,2,x,4", "door=1,2,1,2"])
+def test_bad_line_arguments_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_line_arg(text)
+
+
+def test_zone_argument_is_a_polygon() -> None:
+    name, zone = parse_zone_arg("till=0,0;100,0;100,50")
+    assert name == "till"
+    assert zone.polygon == [(0, 0), (100, 0), (100, 50)]
+
+
+@pytest.mark.parametrize("text", ["till=0,0;100,0", "till=0,0;1;2,2", "till"])
+def test_bad_zone_arguments_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_zone_arg(text)
+
+
+def test_check_config_names_every_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[camera]\ntarget_fps = -3\n[camera.lines.entrance]\na = [1]\nb = [2, 3]\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "camera -> target_fps" in err
+    assert "camera -> lines -> entrance -> a: must be two numbers" in err
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[camera.lines.entrance]\na = [0.1, 0.5]\nb = [0.9, 0.5]\n")
+    assert main(["check-config", str(path)]) == 0
+    assert "ok (1 line(s)" in capsys.readouterr().out
+
+
+def test_missing_video_exits_with_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["count", str(tmp_path / "absent.avi"), "--line", "a=0,0,10,10"]) == 2
+    assert "absent.avi" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_video_exits_with_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "notes.avi"
+    path.write_bytes(b"this is not a video" * 100)
+    assert main(["count", str(path), "--line", "a=0,0,10,10"]) == 2
+    assert "notes.avi" in capsys.readouterr().err
+
+
+def test_a_model_not_on_the_device_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    video = tmp_path / "v.avi"
+    video.write_bytes(b"x")
+    assert main(["count", str(video), "--model", "yolox-nano"]) == 2
+    assert "yolox-nano" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_count_json_on_the_sample_clip(vtest_path: Path) -> None:
+    result = run_cli(
+        "count",
+        str(vtest_path),
+        "--line",
+        "middle=60,330,700,330",
+        "--zone",
+        "centre=200,250;560,250;560,450;200,450",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"source", "frames", "seconds", "model", "lines", "zones"}
+    assert report["frames"] == 795
+    assert set(report["model"]) == {"name", "sha256"}
+    assert len(report["model"]["sha256"]) == 64
+    assert set(report["lines"]["middle"]) == {"in", "out"}
+    assert report["lines"]["middle"]["in"] + report["lines"]["middle"]["out"] > 0
+    zone = report["zones"]["centre"]
+    assert len(zone["per_frame"]) == 795
+    assert zone["max"] == max(zone["per_frame"]) > 0
+    assert zone["mean"] == pytest.approx(sum(zone["per_frame"]) / 795, abs=1e-3)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError
+from agent.evaluation import accuracy, load_truth, score
+from agent.vision.count import CountReport
+
+TRUTH = """
+video = "clip.avi"
+[lines.door]
+a = [0, 100]
+b = [200, 100]
+in = 10
+out = 6
+crossings = []
+
+[lines.side]
+a = [50, 0]
+b = [50, 200]
+in = 4
+out = 0
+
+[zones.middle]
+polygon = [[0, 0], [100, 0], [100, 100], [0, 100]]
+samples = [{ frame = 0, count = 2 }, { frame = 2, count = 1 }, { frame = 99, count = 5 }]
+"""
+
+
+def report(lines: dict[str, dict[str, int]], zone: list[int]) -> CountReport:
+    return CountReport("clip.avi", len(zone), 1.0, "m", "0" * 64, lines, {"middle": zone})
+
+
+def test_truth_file_loads_lines_and_zones(tmp_path: Path) -> None:
+    path = tmp_path / "truth.toml"
+    path.write_text(TRUTH)
+    truth = load_truth(path)
+    assert [line.name for line in truth.lines] == ["door", "side"]
+    assert truth.lines[0].expected_in == 10
+    assert truth.line_configs()["side"].b == (50, 200)
+    assert truth.zones[0].samples == ((0, 2), (2, 1), (99, 5))
+
+
+def test_accuracy_is_one_minus_total_error_over_total_truth(tmp_path: Path) -> None:
+    path = tmp_path / "truth.toml"
+    path.write_text(TRUTH)
+    result = score(
+        load_truth(path),
+        report({"door": {"in": 11, "out": 5}, "side": {"in": 4, "out": 1}}, [2, 3, 1]),
+    )
+    door, side = result.lines
+    assert door.abs_error == 2
+    assert door.accuracy == pytest.approx(1 - 2 / 16)
+    assert side.abs_error == 1
+    assert result.line_accuracy == pytest.approx(1 - 3 / 20)
+    (zone,) = result.zones
+    assert zone.samples == 2  # frame 99 is past the end of the clip
+    assert zone.mean_abs_error == 0.0
+    assert result.to_json()["lines"]["door"]["error"] == {"in": 1, "out": -1}
+    assert "85.0%" in result.describe()
+
+
+@pytest.mark.parametrize(
+    ("error", "total", "expected"), [(0, 0, 1.0), (3, 0, 0.0), (30, 10, 0.0), (1, 4, 0.75)]
+)
+def test_accuracy_edges(error: int, total: int, expected: float) -> None:
+    assert accuracy(error, total) == expected
+
+
+def test_bad_truth_file_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "truth.toml"
+    path.write_text("[lines.door]\na = [0, 1]\nb = [5]\nin = -1\nout = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_truth(path)
+    paths = {p.path for p in caught.value.problems}
+    assert paths == {"lines -> door -> in", "lines -> door -> b"}
