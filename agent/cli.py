@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from agent.config import (
     ZoneConfig,
     load_config,
     parse_config,
+    user_state_dir,
 )
 from agent.runtime.logs import configure_logging
 
@@ -69,11 +69,6 @@ def _validated(kind: str, name: str, data: dict[str, Any]) -> Any:
 
 def _load(path: str | None) -> AgentConfig:
     return load_config(Path(path)) if path else AgentConfig()
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "retail-agent"
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -154,7 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
     return run_demo(
-        state_dir=Path(args.state_dir) if args.state_dir else default_state_dir(),
+        state_dir=Path(args.state_dir) if args.state_dir else user_state_dir(),
         video=Path(args.video) if args.video else None,
         fast=args.fast,
         model=args.model,
@@ -178,7 +173,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name, entry in load_manifest().items():
             print(f"{name}: {entry.family}, {entry.licence}, {entry.source}")
         return EXIT_OK
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state_dir = Path(args.state_dir) if args.state_dir else user_state_dir()
     path = fetch_model(args.name, state_dir / "models", url=args.url)
     print(f"{args.name}: verified and saved to {path}")
     return EXIT_OK

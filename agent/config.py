@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -12,6 +15,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_STATE_DIR = Path("/var/lib/retail-agent")
+
+
+def user_state_dir() -> Path:
+    """The state directory of a person running the agent by hand (demo, fetched models)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "retail-agent"
 
 
 def _two_numbers(value: Any) -> Any:
@@ -125,6 +134,46 @@ class StorageConfig(_Section):
     flush_s: float = Field(default=10.0, gt=0, le=3600)
 
 
+class CouponsConfig(_Section):
+    """Offline coupon verification: this device's store, issuer keys by key id, revoked serials."""
+
+    store: int = Field(default=0, ge=0, le=65535)
+    revoked: list[str] = Field(default_factory=list)
+    issuer_keys: dict[str, str] = Field(default_factory=dict)
+    scan_source: str | int | None = None
+    scan_fps: float = Field(default=5.0, gt=0, le=60)
+    confirm_frames: int = Field(default=2, ge=1, le=30)
+
+    @field_validator("revoked")
+    @classmethod
+    def _serials(cls, value: list[str]) -> list[str]:
+        for serial in value:
+            if not re.fullmatch(r"[0-9a-fA-F]{32}", serial):
+                raise ValueError(f"{serial!r} is not a serial of 32 hex digits")
+        return [serial.lower() for serial in value]
+
+    @field_validator("issuer_keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key_id, key in value.items():
+            if not key_id.isdigit() or not 0 <= int(key_id) <= 255:
+                raise ValueError(f"key id {key_id!r} must be a number from 0 to 255")
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"key {key_id}: not standard base64") from None
+            if len(raw) != 32:
+                raise ValueError(f"key {key_id}: a raw Ed25519 public key is 32 bytes, got {len(raw)}")
+        return value
+
+    def public_keys(self) -> dict[int, bytes]:
+        """Issuer public keys (raw 32 bytes) by key id."""
+        return {int(key_id): base64.b64decode(key) for key_id, key in self.issuer_keys.items()}
+
+    def revoked_serials(self) -> frozenset[bytes]:
+        return frozenset(bytes.fromhex(serial) for serial in self.revoked)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -136,6 +185,7 @@ class AgentConfig(_Section):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     counting: CountingConfig = Field(default_factory=CountingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    coupons: CouponsConfig = Field(default_factory=CouponsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

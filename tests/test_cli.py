@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,25 @@ def test_count_json_on_the_sample_clip(vtest_path: Path) -> None:
     assert len(zone["per_frame"]) == 795
     assert zone["max"] == max(zone["per_frame"]) > 0
     assert zone["mean"] == pytest.approx(sum(zone["per_frame"]) / 795, abs=1e-3)
+
+
+@pytest.mark.integration
+def test_models_fetch_refuses_a_file_that_is_not_the_pinned_release(
+    yolox_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An equivalent export with another hash is not the release file: refused, nothing left behind."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(yolox_path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{yolox_path.name}"
+        code = main(["models", "fetch", "yolox-nano", "--url", url, "--state-dir", str(tmp_path)])
+    finally:
+        server.shutdown()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "yolox-nano" in err
+    models_dir = tmp_path / "models"
+    leftovers = list(models_dir.iterdir()) if models_dir.exists() else []
+    assert leftovers == []

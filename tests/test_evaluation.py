@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError
+from agent.config import AgentConfig, ConfigError
 from agent.evaluation import accuracy, load_truth, score
-from agent.vision.count import CountReport
+from agent.runtime.run import build_pipeline
+from agent.vision.count import CountReport, count_video
+from agent.vision.source import parse_source
 
 TRUTH = """
 video = "clip.avi"
@@ -76,3 +78,36 @@ def test_bad_truth_file_names_the_key(tmp_path: Path) -> None:
         load_truth(path)
     paths = {p.path for p in caught.value.problems}
     assert paths == {"lines -> door -> in", "lines -> door -> b"}
+
+
+TRUTH_FILE = Path(__file__).parent / "data" / "vtest_truth.toml"
+
+
+def _evaluate(video: Path, model: str):
+    truth = load_truth(TRUTH_FILE)
+    config = AgentConfig()
+    config = config.model_copy(
+        update={
+            "camera": config.camera.model_copy(
+                update={"lines": truth.line_configs(), "zones": truth.zone_configs()}
+            )
+        }
+    )
+    return score(truth, count_video(parse_source(str(video)), build_pipeline(config, model)))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_default_model_counts_the_sample_clip_within_target(vtest_path: Path) -> None:
+    """Target: line-crossing accuracy of at least 90 % with the shipped model on the hand-made truth."""
+    result = _evaluate(vtest_path, "ssdlite-pedestrian")
+    assert result.frames == 795
+    assert result.line_accuracy >= 0.90, result.describe()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_yolox_nano_counts_the_sample_clip_within_target(vtest_path: Path, yolox_path: Path) -> None:
+    """Target: line-crossing accuracy of at least 97 % with YOLOX-Nano on the hand-made truth."""
+    result = _evaluate(vtest_path, str(yolox_path))
+    assert result.line_accuracy >= 0.97, result.describe()

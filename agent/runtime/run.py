@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, user_state_dir
 from agent.runtime.service import TrafficService
 from agent.runtime.supervisor import run_with_restarts, stop_on_signals
 from agent.runtime.systemd import Notifier
@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 def build_pipeline(config: AgentConfig, model: str | None = None) -> TrafficPipeline:
     """Load the configured model (verified against its manifest) and lay out the counters."""
     det = config.detector
-    spec = resolve_model(model or det.model, det.family, default_model_dirs(config.device.state_dir))
+    dirs = default_model_dirs(config.device.state_dir)
+    dirs.insert(1, user_state_dir() / "models")  # models fetched by hand with `retail-agent models fetch`
+    spec = resolve_model(model or det.model, det.family, dirs)
     detector = Detector(spec, threads=det.threads, score_threshold=det.score_threshold, tiles=det.tiles)
     rules = CountingRules(
         lines=config.camera.lines,

@@ -24,7 +24,7 @@ DEFAULT_PERSON_CLASS: Mapping[Family, int] = {"ssd": 1, "yolox": 0}  # TF OD API
 DEFAULT_SCORE_THRESHOLD: Mapping[Family, float] = {"ssd": 0.1, "yolox": 0.1}
 # Scores are calibrated differently per model: (track_threshold, new_track_threshold) for the tracker,
 # measured with `retail-agent eval` on the sample clip's truth file.
-DEFAULT_TRACK_THRESHOLDS: Mapping[Family, tuple[float, float]] = {"ssd": (0.3, 0.4), "yolox": (0.4, 0.5)}
+DEFAULT_TRACK_THRESHOLDS: Mapping[Family, tuple[float, float]] = {"ssd": (0.3, 0.4), "yolox": (0.5, 0.6)}
 YOLOX_STRIDES = (8, 16, 32)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
