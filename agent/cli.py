@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,77 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ledger(config: AgentConfig, db: str | None) -> Any:
+    from agent.coupons.ledger import Ledger
+    from agent.sync.topics import Topics
+
+    device = config.device
+    topics = Topics(device.tenant, device.store, device.id)
+    return Ledger(Path(db) if db else config.database_path, device.id, topics, store=config.coupons.store)
+
+
+def cmd_redeem(args: argparse.Namespace) -> int:
+    from agent.coupons.token import verify_token
+
+    config = _load(args.config)
+    coupons = config.coupons
+    verification = verify_token(
+        args.text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time()
+    )
+    with _ledger(config, args.db) as ledger:
+        outcome = ledger.redeem(verification, source="cli")
+    coupon = outcome.coupon
+    result = {
+        "result": outcome.result.value,
+        "serial": coupon.serial_hex if coupon else None,
+        "campaign": coupon.campaign if coupon else None,
+        "offer": coupon.offer if coupon else None,
+        "redeemed": outcome.redeemed,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{outcome.result.value}: {outcome.result.message}")
+        if coupon is not None:
+            print(f"  serial {coupon.serial_hex}, campaign {coupon.campaign}, offer {coupon.offer}")
+    return EXIT_OK if outcome.redeemed else EXIT_FAILURE
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    with _ledger(config, args.db) as ledger:
+        try:
+            removed = ledger.erase_coupon(args.coupon, actor=args.actor)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    print(f"coupon {args.coupon.lower()}: {removed} record(s) erased; the erasure is in the audit log")
+    return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    import cv2
+
+    from agent.coupons.scanner import decode_codes
+
+    results, unreadable = [], []
+    for name in args.images:
+        image = cv2.imread(name, cv2.IMREAD_COLOR)
+        if image is None:
+            unreadable.append(name)
+            print(f"retail-agent scan: cannot read image {name}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        codes = decode_codes(image)
+        results.append({"file": name, "codes": codes, "ms": round((time.perf_counter() - started) * 1000, 2)})
+    if args.json:
+        print(json.dumps({"results": results}))
+    else:
+        for item in results:
+            found = ", ".join(item["codes"]) or "no code"
+            print(f"{item['file']}: {found} ({item['ms']} ms)")
+    return EXIT_USAGE if unreadable else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retail-agent", description="The in-store agent for retail devices."
@@ -219,6 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("scan", help="decode coupon QR codes in image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("redeem", help="verify a coupon token and redeem it once (exit 0 only when redeemed)")
+    p.add_argument("text", help='the token text, "C1:..."')
+    p.add_argument("--config", help="TOML config with the [coupons] section")
+    p.add_argument("--db", help="database file (default: the config's state directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_redeem)
+
+    p = sub.add_parser("erase", help="erase a coupon's local records (right to erasure), audited")
+    p.add_argument("--coupon", required=True, metavar="SERIAL", help="the serial, 32 hex digits")
+    p.add_argument("--actor", default="cli", help="who asks, by role or PIN id (for the audit log)")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--db", help="database file (default: the config's state directory)")
+    p.set_defaults(func=cmd_erase)
+
     p = sub.add_parser("check-config", help="validate a config file and report every bad key")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
@@ -237,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("DEBUG" if args.verbose else "WARNING" if getattr(args, "json", False) else "INFO")
+    from agent.storage.database import StorageError
     from agent.vision.models import ModelError
     from agent.vision.source import SourceError
 
@@ -248,5 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SourceError, ModelError) as exc:
         print(f"retail-agent {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageError as exc:
+        print(f"retail-agent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_STATE_DIR = Path("/var/lib/retail-agent")
@@ -174,6 +182,50 @@ class CouponsConfig(_Section):
         return frozenset(bytes.fromhex(serial) for serial in self.revoked)
 
 
+class MqttConfig(_Section):
+    """The broker connection; without an ``[mqtt]`` section everything stays in the outbox."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=8883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=60)
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("key_file", mode="after")
+    @classmethod
+    def _pair(cls, value: Path | None, info: Any) -> Path | None:
+        if (value is None) != (info.data.get("cert_file") is None):
+            raise ValueError("cert_file and key_file go together")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> MqttConfig:
+        if self.cert_file is not None and self.key_file is None:
+            raise ValueError("key_file: is required with cert_file")
+        return self
+
+
+class SyncConfig(_Section):
+    """Aggregation and delivery: what leaves the device, how coarse, how often."""
+
+    window_minutes: Literal[5, 10, 15, 30, 60] = 15
+    grace_minutes: int = Field(default=5, ge=0, le=120)
+    epsilon_per_day: float = Field(default=1.0, gt=0, le=10)
+    contribution_cap: int = Field(default=1, ge=1, le=100)
+    display_threshold: int = Field(default=11, ge=1, le=1000)
+    health_interval_s: float = Field(default=60.0, ge=5, le=3600)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_retention_days: int = Field(default=7, ge=1, le=366)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -186,6 +238,8 @@ class AgentConfig(_Section):
     counting: CountingConfig = Field(default_factory=CountingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     coupons: CouponsConfig = Field(default_factory=CouponsConfig)
+    mqtt: MqttConfig | None = None
+    sync: SyncConfig = Field(default_factory=SyncConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

@@ -7,10 +7,13 @@ import threading
 from collections.abc import Callable
 
 from agent.config import AgentConfig, user_state_dir
+from agent.coupons.ledger import Ledger
+from agent.runtime.scanning import ScanService
 from agent.runtime.service import TrafficService
 from agent.runtime.supervisor import run_with_restarts, stop_on_signals
 from agent.runtime.systemd import Notifier
 from agent.storage.database import open_database
+from agent.sync.topics import Topics
 from agent.vision.detector import Detector
 from agent.vision.models import default_model_dirs, resolve_model
 from agent.vision.pipeline import CountingRules, FrameResult, TrafficPipeline, tracker_settings
@@ -50,7 +53,31 @@ def run_agent(
     db = open_database(config.database_path)
     logger.info("database %s, model %s (%s)", config.database_path, pipeline.detector.spec.name, source.kind)
     service = TrafficService(config, source, pipeline, db, stop, notifier, on_result, realtime)
-    with stop_on_signals(stop):
-        run_with_restarts("counting", service.run, stop)
-    db.close()
+    scanning = _start_scanning(config, stop)
+    try:
+        with stop_on_signals(stop):
+            run_with_restarts("counting", service.run, stop)
+    finally:
+        stop.set()
+        if scanning is not None:
+            scanning.join(timeout=10)
+        db.close()
     return 0
+
+
+def _start_scanning(config: AgentConfig, stop: threading.Event) -> threading.Thread | None:
+    """Coupon scanning on its own camera and thread, when ``coupons.scan_source`` is set."""
+    if config.coupons.scan_source is None:
+        return None
+    device = config.device
+    topics = Topics(device.tenant, device.store, device.id)
+    source = parse_source(config.coupons.scan_source)
+
+    def scan() -> None:
+        # The ledger's connection belongs to the thread that uses it.
+        with Ledger(config.database_path, device.id, topics, store=config.coupons.store) as ledger:
+            run_with_restarts("scanning", ScanService(config, source, ledger, stop).run, stop)
+
+    thread = threading.Thread(target=scan, name="scanning", daemon=True)
+    thread.start()
+    return thread

@@ -73,3 +73,83 @@ def _foot_traffic(db: Database) -> None:
     db.table("line_buckets").create_index(["minute"], if_not_exists=True)
     db.table("zone_buckets").create_index(["minute"], if_not_exists=True)
     db.table("events").create_index(["t"], if_not_exists=True)
+
+
+@MIGRATIONS(name="0002_coupons")
+def _coupons(db: Database) -> None:
+    """Coupon redemptions, serials redeemed elsewhere in the store, conflicts, the outbox and the audit log.
+
+    ``redemptions`` has one row per serial redeemed on this device (the primary key is what makes a
+    redemption happen once). ``store_redeemed`` holds serials other devices of the store reported;
+    ``redemption_conflicts`` records a double use found after the fact. ``outbox`` keeps each
+    message for the broker, written in the same transaction as the change it reports.
+    ``audit`` records who (a staff role or PIN id, never a customer) did what, when.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS redemptions (
+            serial TEXT PRIMARY KEY CHECK (length(serial) = 32 AND serial NOT GLOB '*[^0-9a-f]*'),
+            campaign INTEGER NOT NULL CHECK (campaign BETWEEN 0 AND 4294967295),
+            offer INTEGER NOT NULL CHECK (offer BETWEEN 0 AND 65535),
+            store INTEGER NOT NULL CHECK (store BETWEEN 0 AND 65535),
+            key_id INTEGER NOT NULL CHECK (key_id BETWEEN 0 AND 255),
+            device TEXT NOT NULL,
+            redeemed_at REAL NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('scanner', 'console', 'cli')),
+            window_start INTEGER NOT NULL CHECK (window_start % 900 = 0)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS store_redeemed (
+            serial TEXT PRIMARY KEY CHECK (length(serial) = 32 AND serial NOT GLOB '*[^0-9a-f]*'),
+            device TEXT NOT NULL,
+            redeemed_at REAL NOT NULL,
+            noted_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS redemption_conflicts (
+            id INTEGER PRIMARY KEY,
+            serial TEXT NOT NULL CHECK (length(serial) = 32 AND serial NOT GLOB '*[^0-9a-f]*'),
+            other_device TEXT NOT NULL,
+            other_redeemed_at REAL NOT NULL,
+            detected_at REAL NOT NULL,
+            UNIQUE (serial, other_device)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS outbox (
+            id INTEGER PRIMARY KEY,
+            msg_id TEXT UNIQUE NOT NULL,
+            topic TEXT NOT NULL CHECK (topic <> ''),
+            payload TEXT NOT NULL CHECK (json_valid(payload)),
+            qos INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+            retain INTEGER NOT NULL DEFAULT 0 CHECK (retain IN (0, 1)),
+            created_at REAL NOT NULL,
+            delivered_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            last_error TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS audit (
+            id INTEGER PRIMARY KEY,
+            t REAL NOT NULL,
+            actor TEXT NOT NULL CHECK (actor <> ''),
+            action TEXT NOT NULL CHECK (action <> ''),
+            subject TEXT,
+            detail TEXT
+        )
+        """
+    )
+    db.table("outbox").create_index(["delivered_at", "id"], if_not_exists=True)
+    db.table("redemption_conflicts").create_index(["detected_at"], if_not_exists=True)
+    db.table("audit").create_index(["t"], if_not_exists=True)

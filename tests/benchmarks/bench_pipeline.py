@@ -56,7 +56,10 @@ def detector_ms(spec: ModelSpec, frames: list[np.ndarray], threads: int, tiles: 
 def pipeline_ms(spec: ModelSpec, video: Path, frames: int) -> tuple[float, int]:
     """Mean wall time per frame of the whole count path (decode, detect, track, count) on the file."""
     lines = {"a": LineConfig(a=(60, 330), b=(700, 330)), "b": LineConfig(a=(380, 120), b=(380, 560))}
-    pipeline = TrafficPipeline(Detector(spec, threads=1), CountingRules(lines=lines))
+    detector = Detector(spec, threads=1)
+    for image in load_frames(video, 5):  # the same warm-up as the detector-only runs
+        detector.detect(image)
+    pipeline = TrafficPipeline(detector, CountingRules(lines=lines))
     report = count_video(parse_source(str(video)), pipeline, max_frames=frames)
     return report.seconds / report.frames * 1000, report.frames
 

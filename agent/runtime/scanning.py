@@ -1,0 +1,92 @@
+"""Coupon scanning in the running agent: its own camera and thread, beside counting."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.config import AgentConfig
+from agent.coupons.ledger import Ledger, Redemption
+from agent.coupons.live import LiveScanner
+from agent.coupons.scanner import decode_codes
+from agent.coupons.token import verify_token
+from agent.vision.capture import FrameSource
+from agent.vision.source import SourceSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScanStats:
+    frames: int = 0
+    codes_seen: int = 0
+    redeemed: int = 0
+    refused: int = 0
+
+
+class ScanService:
+    """Reads the scan camera at a modest rate, confirms codes over frames and redeems them once."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        source: SourceSpec,
+        ledger: Ledger,
+        stop: threading.Event,
+        on_redemption: Callable[[Redemption], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.ledger = ledger
+        self.stop = stop
+        self.on_redemption = on_redemption
+        self.stats = ScanStats()
+        self._live = LiveScanner(confirm_frames=config.coupons.confirm_frames)
+
+    def run(self) -> None:
+        coupons = self.config.coupons
+        frames = FrameSource(
+            self.source,
+            queue_size=1,
+            target_fps=coupons.scan_fps,
+            realtime=True,
+            reconnect_max_s=self.config.camera.reconnect_max_s,
+            stop=self.stop,
+            file_start_t=time.time(),
+        )
+        frames.start()
+        logger.info("scanning coupons on %s at up to %.1f fps", self.source.label, coupons.scan_fps)
+        try:
+            while not self.stop.is_set():
+                frame = frames.get(timeout=0.5)
+                if frame is None:
+                    if frames.finished:
+                        break
+                    continue
+                self.stats.frames += 1
+                codes = decode_codes(frame.image)
+                self.stats.codes_seen += len(codes)
+                for text in self._live.observe(codes, frame.t):
+                    self.handle(text)
+        finally:
+            frames.stop()
+
+    def handle(self, text: str) -> Redemption:
+        """Verify one confirmed code and redeem it; the outcome is logged in words for staff."""
+        coupons = self.config.coupons
+        verification = verify_token(
+            text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time()
+        )
+        outcome = self.ledger.redeem(verification, source="scanner")
+        if outcome.redeemed:
+            self.stats.redeemed += 1
+        else:
+            self.stats.refused += 1
+        serial = outcome.coupon.serial_hex if outcome.coupon is not None else "-"
+        logger.info("coupon %s: %s %s", serial, outcome.result.value, outcome.result.message)
+        if self.on_redemption is not None:
+            self.on_redemption(outcome)
+        return outcome

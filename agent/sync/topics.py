@@ -1,0 +1,105 @@
+"""MQTT topic names of the v1 contract for one device, built from validated segments."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+VERSION = "v1"
+ROOT = "retail"
+MAX_SEGMENT = 64
+
+
+class InvalidTopicSegment(ValueError):
+    """A tenant, store, device or job id cannot be used as one level of an MQTT topic."""
+
+
+def check_segment(value: str, what: str) -> str:
+    """Return ``value`` if it is safe as one topic level, else raise InvalidTopicSegment.
+
+    Refused: empty, longer than 64 characters, the separator '/', the wildcards '+' and '#',
+    control characters, and a leading '$' or '_' ('$' is the broker's, '_' marks store and
+    fleet levels such as ``_store``).
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidTopicSegment(f"{what} must be a non-empty string")
+    if len(value) > MAX_SEGMENT:
+        raise InvalidTopicSegment(f"{what} {value!r} is longer than {MAX_SEGMENT} characters")
+    for char in ("/", "+", "#"):
+        if char in value:
+            raise InvalidTopicSegment(f"{what} {value!r} must not contain {char!r}")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidTopicSegment(f"{what} {value!r} must not contain control characters")
+    if value[0] in "$_":
+        raise InvalidTopicSegment(f"{what} {value!r} must not start with {value[0]!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics one device publishes and subscribes to (design §5, contract v1)."""
+
+    tenant: str
+    store: str
+    device: str
+
+    def __post_init__(self) -> None:
+        check_segment(self.tenant, "tenant")
+        check_segment(self.store, "store")
+        check_segment(self.device, "device")
+
+    @property
+    def store_prefix(self) -> str:
+        """``retail/v1/{tenant}/{store}``."""
+        return f"{ROOT}/{VERSION}/{self.tenant}/{self.store}"
+
+    @property
+    def prefix(self) -> str:
+        """``retail/v1/{tenant}/{store}/{device}``: everything this device may publish is below it."""
+        return f"{self.store_prefix}/{self.device}"
+
+    @property
+    def state(self) -> str:
+        """Birth and will (QoS 1, retained)."""
+        return f"{self.prefix}/state"
+
+    @property
+    def traffic(self) -> str:
+        """Foot-traffic window aggregates."""
+        return f"{self.prefix}/traffic"
+
+    @property
+    def coupons(self) -> str:
+        """Noised coupon window aggregates per campaign."""
+        return f"{self.prefix}/coupons"
+
+    @property
+    def ledger(self) -> str:
+        """Redemption records for settlement."""
+        return f"{self.prefix}/ledger"
+
+    @property
+    def health(self) -> str:
+        """Rates, resources, outbox depth and errors (QoS 0)."""
+        return f"{self.prefix}/health"
+
+    def jobs(self, job_id: str) -> str:
+        """Execution status of one fleet job."""
+        return f"{self.prefix}/jobs/{check_segment(job_id, 'job id')}"
+
+    @property
+    def config_reported(self) -> str:
+        """The applied config version or its rejection (QoS 1, retained)."""
+        return f"{self.prefix}/config/reported"
+
+    @property
+    def cmd(self) -> str:
+        """The subscription for signed commands to this device: ``{prefix}/cmd/#``."""
+        return f"{self.prefix}/cmd/#"
+
+    @property
+    def store_redeemed(self) -> str:
+        """Serials redeemed anywhere in the store: ``retail/v1/{tenant}/{store}/_store/redeemed``."""
+        return f"{self.store_prefix}/_store/redeemed"

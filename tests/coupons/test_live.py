@@ -1,0 +1,99 @@
+"""LiveScanner: a code is confirmed over consecutive frames, acted on once, and again after it left."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.coupons.live import LiveScanner
+
+A, B = "C1:AAA", "C1:BBB"
+
+# Each row: (time in s, codes read in that frame, codes expected back). Frames come every 0.2 s
+# (the default 5 scans per second) unless the table says otherwise.
+CASES = {
+    "a code held in view is acted on once, on its second frame": (
+        2,
+        [(0.0, [A], []), (0.2, [A], [A]), (0.4, [A], []), (0.6, [A], []), (0.8, [A], [])],
+    ),
+    "a single glimpse is never acted on": (
+        2,
+        [(0.0, [A], []), (0.2, [], []), (0.4, [], []), (5.0, [], [])],
+    ),
+    "a missed frame restarts the confirmation count": (
+        3,
+        [(0.0, [A], []), (0.2, [A], []), (0.4, [], []), (0.6, [A], []), (0.8, [A], []), (1.0, [A], [A])],
+    ),
+    "confirm_frames 1 acts on the first reading": (
+        1,
+        [(0.0, [A], [A]), (0.2, [A], [])],
+    ),
+    "a short gap in view does not act again": (
+        2,
+        [(0.0, [A], []), (0.2, [A], [A]), (0.4, [], []), (2.0, [], []), (3.1, [A], []), (3.3, [A], [])],
+    ),
+    "a code shown again after leaving view for longer than forget_after_s is acted on again": (
+        2,
+        [(0.0, [A], []), (0.2, [A], [A]), (3.3, [A], []), (3.5, [A], [A]), (3.7, [A], [])],
+    ),
+    "exactly forget_after_s out of view still counts as in view": (
+        2,
+        [(0.0, [A], []), (0.5, [A], [A]), (3.5, [A], []), (3.75, [A], [])],
+    ),
+    "two codes in view are confirmed independently, in reading order": (
+        2,
+        [(0.0, [B, A], []), (0.2, [A], [A]), (0.4, [A, B], []), (0.6, [B, A], [B]), (0.8, [B, A], [])],
+    ),
+    "both codes confirmed in the same frame come back in reading order": (
+        2,
+        [(0.0, [A, B], []), (0.2, [B, A], [B, A])],
+    ),
+    "a code read twice in one frame counts as one reading": (
+        2,
+        [(0.0, [A, A], []), (0.2, [A], [A])],
+    ),
+    "a code kept in view across a long time with frequent readings stays acted on": (
+        2,
+        [(float(t) * 0.2, [A], [A] if t == 1 else []) for t in range(100)],
+    ),
+}
+
+
+@pytest.mark.parametrize(("confirm", "frames"), list(CASES.values()), ids=list(CASES))
+def test_live_scanner_follows_the_frame_table(confirm: int, frames: list) -> None:
+    live = LiveScanner(confirm_frames=confirm, forget_after_s=3.0)
+    got = [live.observe(codes, t) for t, codes, _ in frames]
+    assert got == [expected for _, _, expected in frames]
+
+
+def test_forgotten_codes_leave_memory() -> None:
+    live = LiveScanner(confirm_frames=2, forget_after_s=1.0)
+    live.observe([A, B], 0.0)
+    live.observe([A], 0.9)
+    assert live.in_view == {A, B}
+    live.observe([], 1.5)
+    assert live.in_view == {A}
+    live.observe([], 2.0)
+    assert live.in_view == frozenset()
+
+
+def test_reset_forgets_codes_in_view() -> None:
+    live = LiveScanner(confirm_frames=1)
+    assert live.observe([A], 0.0) == [A]
+    live.reset()
+    assert live.observe([A], 0.2) == [A]
+
+
+def test_time_going_backwards_is_refused() -> None:
+    live = LiveScanner()
+    live.observe([A], 1.0)
+    with pytest.raises(ValueError, match="backwards"):
+        live.observe([A], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("confirm", "forget"),
+    [(0, 3.0), (-1, 3.0), (2, 0.0), (2, -1.0), (2, float("nan"))],
+)
+def test_bad_settings_are_refused(confirm: int, forget: float) -> None:
+    with pytest.raises(ValueError):
+        LiveScanner(confirm_frames=confirm, forget_after_s=forget)

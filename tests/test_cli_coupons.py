@@ -1,0 +1,100 @@
+"""The coupon demo path end to end: issue, scan a printed code, redeem once, refuse the second time."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "agent", *args)
+
+
+def provision(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "provisioning.cli", *args)
+
+
+@pytest.fixture
+def issued(tmp_path: Path) -> tuple[Path, Path]:
+    """An issuer key, a config that trusts it for store 12, and a batch of two coupons for store 12."""
+    keys, batch = tmp_path / "keys", tmp_path / "batch"
+    done = provision("coupons", "keygen", "--out", str(keys), "--key-id", "3")
+    assert done.returncode == 0, done.stderr
+    snippet = next(keys.glob("*.toml")).read_text()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "till-1"\nstate_dir = "{tmp_path / "state"}"\n[coupons]\nstore = 12\n{snippet}'
+    )
+    done = provision(
+        "coupons", "issue", "--key", str(next(keys.glob("*.pem"))), "--key-id", "3", "--campaign", "7",
+        "--offer", "2", "--store", "12", "--valid-days", "30", "--count", "2", "--out", str(batch),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return config, batch
+
+
+@pytest.mark.integration
+def test_issue_scan_redeem_and_refuse_the_second_time(issued: tuple[Path, Path]) -> None:
+    config, batch = issued
+    png = sorted(batch.glob("*.png"))[0]
+    scanned = agent("scan", str(png), "--json")
+    assert scanned.returncode == 0, scanned.stderr
+    (result,) = json.loads(scanned.stdout)["results"]
+    (token,) = result["codes"]
+    assert token in batch.joinpath("tokens.txt").read_text().splitlines()
+
+    first = agent("redeem", token, "--config", str(config), "--json")
+    assert first.returncode == 0, first.stderr
+    answer = json.loads(first.stdout)
+    assert answer == {"result": "valid", "serial": png.stem, "campaign": 7, "offer": 2, "redeemed": True}
+
+    second = agent("redeem", token, "--config", str(config), "--json")
+    assert second.returncode == 1
+    assert json.loads(second.stdout)["result"] == "already_redeemed"
+
+    db = config.parent / "state" / "agent.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
+
+
+@pytest.mark.integration
+def test_a_forged_token_is_refused_in_words(issued: tuple[Path, Path]) -> None:
+    config, batch = issued
+    token = batch.joinpath("tokens.txt").read_text().splitlines()[0]
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    done = agent("redeem", forged, "--config", str(config))
+    assert done.returncode == 1
+    assert "redeemed" not in done.stdout.split(":")[0]
+    assert done.stdout.split(":")[0] in {"bad_signature", "malformed"}
+
+
+@pytest.mark.integration
+def test_erase_removes_the_redemption_and_is_audited(issued: tuple[Path, Path]) -> None:
+    config, batch = issued
+    token = batch.joinpath("tokens.txt").read_text().splitlines()[0]
+    redeemed = json.loads(agent("redeem", token, "--config", str(config), "--json").stdout)
+    erased = agent("erase", "--coupon", redeemed["serial"], "--config", str(config), "--actor", "manager")
+    assert erased.returncode == 0, erased.stderr
+    with sqlite3.connect(config.parent / "state" / "agent.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (0,)
+        assert conn.execute("SELECT actor, action, subject FROM audit").fetchall() == [
+            ("manager", "erase", redeemed["serial"])
+        ]
+
+
+def test_scan_of_an_unreadable_image_exits_with_code_2(tmp_path: Path) -> None:
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"not an image")
+    done = agent("scan", str(bad), "--json")
+    assert done.returncode == 2
+    assert "photo.png" in done.stderr
