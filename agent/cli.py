@@ -194,9 +194,7 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     coupons = config.coupons
-    verification = verify_token(
-        args.text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time()
-    )
+    verification = verify_token(args.text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time())
     with _ledger(config, args.db) as ledger:
         outcome = ledger.redeem(verification, source="cli")
     coupon = outcome.coupon
@@ -210,7 +208,8 @@ def cmd_redeem(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{outcome.result.value}: {outcome.result.message}")
+        verdict = "REDEEMED" if outcome.redeemed else "REFUSED"
+        print(f"{verdict} ({outcome.result.value}): {outcome.result.message}")
         if coupon is not None:
             print(f"  serial {coupon.serial_hex}, campaign {coupon.campaign}, offer {coupon.offer}")
     return EXIT_OK if outcome.redeemed else EXIT_FAILURE
@@ -251,10 +250,37 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_USAGE if unreadable else EXIT_OK
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from agent.storage.database import fetch_all, open_database
+    from agent.sync.outbox import depth
+
+    config = _load(args.config)
+    db = open_database(Path(args.db) if args.db else config.database_path)
+    try:
+        state = depth(db)
+        topics = fetch_all(
+            db, "SELECT topic, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY topic ORDER BY topic"
+        )
+    finally:
+        db.close()
+    report = {
+        "pending": state.pending,
+        "oldest_pending_age_s": None if state.oldest_pending_age_s is None else round(state.oldest_pending_age_s, 1),
+        "last_error": state.last_error,
+        "by_topic": {topic: count for topic, count in topics},
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        age = "-" if state.oldest_pending_age_s is None else f"{state.oldest_pending_age_s:.0f} s"
+        print(f"outbox: {state.pending} message(s) waiting, oldest {age}, last error: {state.last_error or 'none'}")
+        for topic, count in topics:
+            print(f"  {count:>7}  {topic}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="retail-agent", description="The in-store agent for retail devices."
-    )
+    parser = argparse.ArgumentParser(prog="retail-agent", description="The in-store agent for retail devices.")
     parser.add_argument("--version", action="version", version=f"retail-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -273,9 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("count", help="count line crossings and zone occupancy in a video file")
     p.add_argument("video", help="video file")
     p.add_argument("--line", action="append", default=[], metavar="NAME=x1,y1,x2,y2", help="a directed line")
-    p.add_argument(
-        "--zone", action="append", default=[], metavar="NAME=x1,y1;x2,y2;...", help="a polygon zone"
-    )
+    p.add_argument("--zone", action="append", default=[], metavar="NAME=x1,y1;x2,y2;...", help="a polygon zone")
     p.add_argument("--config", help="TOML config for detector, tracker and counting settings")
     p.add_argument("--model", help="model name from models/manifest.toml, or an ONNX file")
     p.add_argument("--family", choices=["ssd", "yolox"], help="decoder for an ONNX file outside the manifest")
@@ -309,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("outbox", help="what waits to be sent: depth, oldest age, last error")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--db", help="database file (default: the config's state directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("check-config", help="validate a config file and report every bad key")
     p.add_argument("file")

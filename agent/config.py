@@ -224,6 +224,8 @@ class SyncConfig(_Section):
     health_interval_s: float = Field(default=60.0, ge=5, le=3600)
     batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_retention_days: int = Field(default=7, ge=1, le=366)
+    coupon_offers: list[tuple[int, int]] = Field(default_factory=list)
+    """(campaign, offer) cells reported in every coupon window, decided in advance."""
 
 
 class LoggingConfig(_Section):
@@ -307,9 +309,7 @@ def load_config(path: Path) -> AgentConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(
-            str(path), [ConfigProblem("(file)", repr(str(path)), exc.strerror or str(exc))]
-        ) from None
+        raise ConfigError(str(path), [ConfigProblem("(file)", repr(str(path)), exc.strerror or str(exc))]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -317,7 +317,5 @@ def load_config(path: Path) -> AgentConfig:
     config = parse_config(data, str(path))
     if not config.device.state_dir.is_absolute():
         state_dir = (path.parent / config.device.state_dir).resolve()
-        config = config.model_copy(
-            update={"device": config.device.model_copy(update={"state_dir": state_dir})}
-        )
+        config = config.model_copy(update={"device": config.device.model_copy(update={"state_dir": state_dir})})
     return config

@@ -48,9 +48,7 @@ class DemoProgress:
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now
-            self.report(
-                f"frame {self.frames}: {self.people} people in view, {self.crossings} line crossings so far"
-            )
+            self.report(f"frame {self.frames}: {self.people} people in view, {self.crossings} line crossings so far")
 
 
 def run_demo(

@@ -49,9 +49,7 @@ def load_truth(path: Path) -> Truth:
     for name, table in data.get("lines", {}).items():
         for key in ("in", "out"):
             if not isinstance(table.get(key), int) or table[key] < 0:
-                problems.append(
-                    ConfigProblem(f"lines -> {name} -> {key}", repr(table.get(key)), "must be a count")
-                )
+                problems.append(ConfigProblem(f"lines -> {name} -> {key}", repr(table.get(key)), "must be a count"))
         geometry = {"a": table.get("a"), "b": table.get("b")}
         config = _geometry(path, "lines", name, geometry, problems)
         if isinstance(config, LineConfig):
@@ -72,9 +70,7 @@ def _geometry(path: Path, kind: str, name: str, table: dict[str, Any], problems:
     try:
         config = parse_config({"camera": {kind: {name: table}}}, str(path))
     except ConfigError as exc:
-        problems.extend(
-            ConfigProblem(p.path.removeprefix("camera -> "), p.value, p.message) for p in exc.problems
-        )
+        problems.extend(ConfigProblem(p.path.removeprefix("camera -> "), p.value, p.message) for p in exc.problems)
         return None
     return getattr(config.camera, kind)[name]
 

@@ -41,9 +41,7 @@ def find_sample(cache_dir: Path, fetch: bool = True) -> Path:
 
 def _fetch_from_debian(cache_dir: Path) -> Path:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise SampleUnavailable(
-            "the sample clip is missing and apt-get/dpkg-deb are not available to fetch it"
-        )
+        raise SampleUnavailable("the sample clip is missing and apt-get/dpkg-deb are not available to fetch it")
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger.info("fetching the sample clip from Debian's opencv-doc package")
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:

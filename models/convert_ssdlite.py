@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also write a variant whose internal resize is SxS (repeatable)",
     )
-    parser.add_argument(
-        "--venv", type=Path, help="reuse this converter virtualenv instead of a temporary one"
-    )
+    parser.add_argument("--venv", type=Path, help="reuse this converter virtualenv instead of a temporary one")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inner:
@@ -160,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         graph, licence = _fetch_package(python, work)
         job = {"graph": str(graph), "work": str(work), "sizes": sizes}
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-        subprocess.run(
-            [str(python), str(Path(__file__).resolve()), "--inner", json.dumps(job)], check=True, env=env
-        )
+        subprocess.run([str(python), str(Path(__file__).resolve()), "--inner", json.dumps(job)], check=True, env=env)
         (out_dir / "LICENSE-ssdlite").write_bytes(licence)
         for size in sizes:
             target = out_dir / _output_name(size)
@@ -281,9 +277,7 @@ def _test_image() -> Any:
     image = np.stack([(x * 255 // 639), (y * 255 // 479), ((x + y) * 255 // 1118)], axis=-1)
     for _ in range(12):
         top, left = int(rng.integers(0, 400)), int(rng.integers(0, 560))
-        image[top : top + int(rng.integers(20, 80)), left : left + int(rng.integers(10, 40))] = rng.integers(
-            0, 256, 3
-        )
+        image[top : top + int(rng.integers(20, 80)), left : left + int(rng.integers(10, 40))] = rng.integers(0, 256, 3)
     return image.astype(np.uint8)[None]
 
 
@@ -364,9 +358,7 @@ def _convert(graph_def: Any, work: Path, size: int) -> Path:
                 dim.dim_value = wanted
             else:
                 dim.dim_param = wanted
-    model.doc_string = (
-        f"SSDLite-MobileNetV2 person detector from {PACKAGE} (MIT), internal resize {size}x{size}"
-    )
+    model.doc_string = f"SSDLite-MobileNetV2 person detector from {PACKAGE} (MIT), internal resize {size}x{size}"
     del model.metadata_props[:]
     for key, val in {"family": "ssd", "source": PACKAGE, "internal_resize": str(size)}.items():
         entry = model.metadata_props.add()

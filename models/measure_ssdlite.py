@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + "---|" * (2 + 2 * len(THRESHOLDS)))
     for name in variants:
-        cells = [
-            f"{tallies[(name, t)].recall():.3f} | {tallies[(name, t)].precision():.3f}" for t in THRESHOLDS
-        ]
+        cells = [f"{tallies[(name, t)].recall():.3f} | {tallies[(name, t)].precision():.3f}" for t in THRESHOLDS]
         print(f"| {name} | {1000 * spent[name] / count:.1f} | " + " | ".join(cells) + " |")
     print(f"| yolox-nano (reference) | {1000 * spent['yolox-nano (reference)'] / count:.1f} |")
     return 0

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from provisioning.broker import BrokerPlan, write_broker_config
 from provisioning.coupons import (
     MAX_COUNT,
     CouponToolError,
@@ -21,6 +22,7 @@ from provisioning.coupons import (
     load_private_key,
     parse_time,
 )
+from provisioning.pki import DevCa, PkiError
 
 logger = logging.getLogger("provisioning.cli")
 
@@ -58,9 +60,56 @@ def cmd_coupons_issue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    ca = DevCa.create(Path(args.out), args.name)
+    print(f"dev CA: {ca.cert_file} (private key {ca.key_file}, mode 0600: keep it offline)")
+    return EXIT_OK
+
+
+def cmd_pki_server(args: argparse.Namespace) -> int:
+    issued = DevCa.load(Path(args.ca)).issue_server(Path(args.out), args.host)
+    print(f"broker certificate for {', '.join(args.host)}: {issued.cert_file}, key {issued.key_file}")
+    return EXIT_OK
+
+
+def cmd_pki_device(args: argparse.Namespace) -> int:
+    """An enrolment bundle: the device's certificate and key, the CA, and its [mqtt] config snippet."""
+    out = Path(args.out)
+    ca = DevCa.load(Path(args.ca))
+    issued = ca.issue_client(out, args.device)
+    ca_copy = out / "ca.crt"
+    ca_copy.write_bytes(ca.cert_file.read_bytes())
+    snippet = out / f"{args.device}.toml"
+    snippet.write_text(
+        f'[device]\nid = "{args.device}"\n\n[mqtt]\nhost = "{args.broker}"\nport = {args.port}\n'
+        f'ca_file = "{args.install_dir}/ca.crt"\ncert_file = "{args.install_dir}/{issued.cert_file.name}"\n'
+        f'key_file = "{args.install_dir}/{issued.key_file.name}"\n',
+        encoding="utf-8",
+    )
+    print(f"enrolment bundle for {args.device} in {out}: {issued.cert_file.name}, {issued.key_file.name}, ca.crt")
+    print(f"config snippet: {snippet} (files go to {args.install_dir} on the device)")
+    return EXIT_OK
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    plan = BrokerPlan(args.tenant, args.store, tuple(args.fleet_group))
+    server = Path(args.server_dir)
+    files = write_broker_config(
+        Path(args.out),
+        plan,
+        ca_file=Path(args.ca) / "ca.crt",
+        cert_file=server / "server.crt",
+        key_file=server / "server.key",
+        port=args.port,
+    )
+    print(f"mosquitto config {files.config_file} with ACL {files.acl_file}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="retail-provision", description="Operator tools for retail devices: coupon issuing."
+        prog="retail-provision",
+        description="Operator tools for retail devices: coupons, certificates, broker configuration.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
@@ -99,6 +148,38 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--count", required=True, type=int, metavar="N", help=f"coupons, 1..{MAX_COUNT}")
     issue.add_argument("--out", required=True, metavar="DIR", help="folder for this batch")
     issue.set_defaults(func=cmd_coupons_issue)
+
+    pki = areas.add_parser("pki", help="a development CA, broker and device certificates")
+    pki_commands = pki.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    init = pki_commands.add_parser("init", help="create a dev CA (ECDSA P-256) in DIR")
+    init.add_argument("--out", required=True, metavar="DIR")
+    init.add_argument("--name", default="retail dev CA", help="the CA's common name")
+    init.set_defaults(func=cmd_pki_init)
+    server = pki_commands.add_parser("server", help="issue the broker's TLS certificate")
+    server.add_argument("--ca", required=True, metavar="DIR", help="the CA folder from pki init")
+    server.add_argument("--out", required=True, metavar="DIR")
+    server.add_argument("--host", action="append", required=True, help="DNS name or IP of the broker (repeat)")
+    server.set_defaults(func=cmd_pki_server)
+    device = pki_commands.add_parser("device", help="an enrolment bundle for one device (CN = device id)")
+    device.add_argument("--ca", required=True, metavar="DIR", help="the CA folder from pki init")
+    device.add_argument("--device", required=True, help="device id, also its MQTT identity")
+    device.add_argument("--broker", required=True, help="broker host name for the config snippet")
+    device.add_argument("--port", type=int, default=8883)
+    device.add_argument("--install-dir", default="/etc/retail-agent/tls", help="where the files go on the device")
+    device.add_argument("--out", required=True, metavar="DIR")
+    device.set_defaults(func=cmd_pki_device)
+
+    broker = areas.add_parser("broker", help="Mosquitto configuration for a store")
+    broker_commands = broker.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    conf = broker_commands.add_parser("config", help="mosquitto.conf + ACL: each device writes only its prefix")
+    conf.add_argument("--tenant", required=True)
+    conf.add_argument("--store", required=True)
+    conf.add_argument("--fleet-group", action="append", default=[], help="fleet groups devices may read")
+    conf.add_argument("--ca", required=True, metavar="DIR", help="the CA folder from pki init")
+    conf.add_argument("--server-dir", required=True, metavar="DIR", help="folder of server.crt/server.key")
+    conf.add_argument("--port", type=int, default=8883)
+    conf.add_argument("--out", required=True, metavar="DIR")
+    conf.set_defaults(func=cmd_broker_config)
     return parser
 
 
@@ -111,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"retail-provision {args.area} {args.command}"
     try:
         return int(args.func(args))
-    except CouponToolError as error:
+    except (CouponToolError, PkiError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except FileExistsError as error:

@@ -65,9 +65,7 @@ def test_missing_video_exits_with_code_2(tmp_path: Path, capsys: pytest.CaptureF
     assert "absent.avi" in capsys.readouterr().err
 
 
-def test_a_file_that_is_not_a_video_exits_with_code_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_file_that_is_not_a_video_exits_with_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "notes.avi"
     path.write_bytes(b"this is not a video" * 100)
     assert main(["count", str(path), "--line", "a=0,0,10,10"]) == 2

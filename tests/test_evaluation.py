@@ -64,9 +64,7 @@ def test_accuracy_is_one_minus_total_error_over_total_truth(tmp_path: Path) -> N
     assert "85.0%" in result.describe()
 
 
-@pytest.mark.parametrize(
-    ("error", "total", "expected"), [(0, 0, 1.0), (3, 0, 0.0), (30, 10, 0.0), (1, 4, 0.75)]
-)
+@pytest.mark.parametrize(("error", "total", "expected"), [(0, 0, 1.0), (3, 0, 0.0), (30, 10, 0.0), (1, 4, 0.75)])
 def test_accuracy_edges(error: int, total: int, expected: float) -> None:
     assert accuracy(error, total) == expected
 
@@ -88,9 +86,7 @@ def _evaluate(video: Path, model: str):
     config = AgentConfig()
     config = config.model_copy(
         update={
-            "camera": config.camera.model_copy(
-                update={"lines": truth.line_configs(), "zones": truth.zone_configs()}
-            )
+            "camera": config.camera.model_copy(update={"lines": truth.line_configs(), "zones": truth.zone_configs()})
         }
     )
     return score(truth, count_video(parse_source(str(video)), build_pipeline(config, model)))

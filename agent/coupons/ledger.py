@@ -2,7 +2,8 @@
 
 A redemption is one ``BEGIN IMMEDIATE`` transaction on a connection with ``synchronous=FULL``:
 insert the serial once (``INSERT ... ON CONFLICT DO NOTHING RETURNING``) unless another device of
-the store already reported it, queue the ``ledger`` message, commit. Only after the commit has
+the store already reported it, queue the ``ledger`` message and the store report (``_store/redeemed``,
+see agent.sync.store_sharing), commit. Only after the commit has
 returned is the coupon reported as redeemed, so a crash or a power cut can lose an unreported
 redemption but never report one that is not on disk, and the message exists exactly when the
 redemption does.
@@ -26,6 +27,7 @@ from agent.coupons.token import Coupon, Verification, VerifyResult
 from agent.storage.database import DEFAULT_BUSY_TIMEOUT_S, fetch_all, open_database, transaction
 from agent.sync.outbox import enqueue
 from agent.sync.payloads import DEVICE_PATTERN, LedgerRecord, window_start
+from agent.sync.store_sharing import enqueue_store_redeemed
 from agent.sync.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ _ERASE = (
     ("store_redeemed", "DELETE FROM store_redeemed WHERE serial = ?"),
     (
         "outbox",
-        "DELETE FROM outbox WHERE json_extract(payload, '$.schema') = 'ledger.v1'"
+        "DELETE FROM outbox WHERE json_extract(payload, '$.schema') IN ('ledger.v1', 'store_redeemed.v1')"
         " AND json_extract(payload, '$.serial') = ?",
     ),
 )
@@ -147,11 +149,10 @@ class Ledger:
         )
         values = [serial, coupon.campaign, coupon.offer, self._settlement_store(coupon), coupon.key_id]
         with transaction(self._db):
-            inserted = self._db.execute(
-                _INSERT_ONCE, [*values, self.device, at, source, window, serial]
-            ).fetchall()
+            inserted = self._db.execute(_INSERT_ONCE, [*values, self.device, at, source, window, serial]).fetchall()
             if inserted:
                 enqueue(self._db, self.topics.ledger, record, qos=1, now=at)
+                enqueue_store_redeemed(self._db, self.topics, serial, at)
         # The commit has returned: only now may the coupon be called redeemed.
         if not inserted:
             logger.info("coupon %s… of campaign %d was already redeemed", serial[:8], coupon.campaign)
@@ -174,9 +175,7 @@ class Ledger:
         )
         return bool(rows[0][0])
 
-    def note_store_redemption(
-        self, serial_hex: str, other_device: str, at: float, *, now: float | None = None
-    ) -> bool:
+    def note_store_redemption(self, serial_hex: str, other_device: str, at: float, *, now: float | None = None) -> bool:
         """Record that another device of the store redeemed ``serial_hex`` at ``at``.
 
         Later local redemptions of it return ALREADY_REDEEMED. If it was already redeemed here
@@ -203,16 +202,14 @@ class Ledger:
                     [serial, other_device, at, noted_at],
                 )
         if local:
-            logger.warning(
-                "coupon %s… was redeemed here and on %s: conflict recorded", serial[:8], other_device
-            )
+            logger.warning("coupon %s… was redeemed here and on %s: conflict recorded", serial[:8], other_device)
         return bool(local)
 
     def erase_coupon(self, serial_hex: str, actor: str, *, now: float | None = None) -> int:
         """Delete every local record of one coupon and audit it; returns the rows deleted.
 
-        Removes its redemption, conflicts, store report and its ledger outbox messages (sent or
-        not) in one transaction with an audit row (action ``erase``, subject the serial, detail the
+        Removes its redemption, conflicts, store report and its ledger and store outbox messages
+        (sent or not) in one transaction with an audit row (action ``erase``, subject the serial, detail the
         counts per table). Erasure is audited even when nothing was found. An erased serial can be
         redeemed again unless it is also revoked.
         """

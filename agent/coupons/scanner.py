@@ -63,9 +63,7 @@ class QrScanner:
     run every pass). ``enlarge`` says when to run the last, costliest pass.
     """
 
-    def __init__(
-        self, budget_ms: float | None = DEFAULT_BUDGET_MS, enlarge: Enlarge = Enlarge.LOCATED
-    ) -> None:
+    def __init__(self, budget_ms: float | None = DEFAULT_BUDGET_MS, enlarge: Enlarge = Enlarge.LOCATED) -> None:
         self.budget_ms = budget_ms
         self.enlarge = Enlarge(enlarge)
 
@@ -79,9 +77,7 @@ class QrScanner:
             attempts.append("sharpen")
             sharpened = _sharpen(gray)
             codes, also_located = _read(sharpened)
-            wanted = self.enlarge is Enlarge.ALWAYS or (
-                self.enlarge is Enlarge.LOCATED and (located or also_located)
-            )
+            wanted = self.enlarge is Enlarge.ALWAYS or (self.enlarge is Enlarge.LOCATED and (located or also_located))
             if not codes and wanted and self._within_budget(started):
                 attempts.append("enlarge")
                 enlarged = cv2.resize(sharpened, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)

@@ -11,6 +11,7 @@ from agent.coupons.ledger import Ledger
 from agent.runtime.scanning import ScanService
 from agent.runtime.service import TrafficService
 from agent.runtime.supervisor import run_with_restarts, stop_on_signals
+from agent.runtime.syncing import start_sync
 from agent.runtime.systemd import Notifier
 from agent.storage.database import open_database
 from agent.sync.topics import Topics
@@ -54,6 +55,7 @@ def run_agent(
     logger.info("database %s, model %s (%s)", config.database_path, pipeline.detector.spec.name, source.kind)
     service = TrafficService(config, source, pipeline, db, stop, notifier, on_result, realtime)
     scanning = _start_scanning(config, stop)
+    sync_done = start_sync(config, stop, pipeline.detector.spec, service.counters)
     try:
         with stop_on_signals(stop):
             run_with_restarts("counting", service.run, stop)
@@ -61,6 +63,7 @@ def run_agent(
         stop.set()
         if scanning is not None:
             scanning.join(timeout=10)
+        sync_done(10.0)
         db.close()
     return 0
 

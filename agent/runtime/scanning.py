@@ -77,9 +77,7 @@ class ScanService:
     def handle(self, text: str) -> Redemption:
         """Verify one confirmed code and redeem it; the outcome is logged in words for staff."""
         coupons = self.config.coupons
-        verification = verify_token(
-            text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time()
-        )
+        verification = verify_token(text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time())
         outcome = self.ledger.redeem(verification, source="scanner")
         if outcome.redeemed:
             self.stats.redeemed += 1

@@ -17,6 +17,7 @@ from agent.storage.buckets import write_minutes
 from agent.storage.database import StorageError
 from agent.storage.events import Event, EventKind, record_events
 from agent.storage.retention import apply_retention
+from agent.sync.health import PipelineCounters
 from agent.vision.capture import FrameSource
 from agent.vision.pipeline import FrameResult, TrafficPipeline
 from agent.vision.prefetch import prefetch
@@ -76,6 +77,21 @@ class TrafficService:
         self._pending_events: list[Event] = []
         self._last_flush = time.monotonic()
         self._last_retention = 0.0
+        self._started_at = time.monotonic()
+        self._source_stats: Callable[[], SourceStats] | None = None
+
+    def counters(self) -> PipelineCounters:
+        """Rate, drops and errors so far, for health reports (safe to call from another thread)."""
+        elapsed = max(time.monotonic() - self._started_at, 1e-9)
+        source = self._source_stats() if self._source_stats is not None else None
+        errors = {"storage": self.stats.storage_errors}
+        if source is not None:
+            errors["camera"] = source.corrupt + source.reconnects
+        return PipelineCounters(
+            fps=round(self.stats.frames / elapsed, 2),
+            dropped_frames=source.dropped if source is not None else 0,
+            errors=errors,
+        )
 
     def run(self) -> None:
         """Count until the stop event is set, the file ends, or an error escapes."""
@@ -93,6 +109,7 @@ class TrafficService:
     def _run_file_fast(self) -> None:
         """A file as fast as it decodes, losing no frame (decoding overlaps inference)."""
         reader = read_frames(self.source, file_start_t=time.time())
+        self._source_stats = lambda: reader.stats
         self._started()
         try:
             for frame in prefetch(reader):
@@ -116,6 +133,7 @@ class TrafficService:
             file_start_t=time.time(),
         )
         frames.start()
+        self._source_stats = lambda: frames.stats
         self._started()
         try:
             while not self.stop.is_set():
@@ -140,8 +158,7 @@ class TrafficService:
 
     def _log_stopped(self, stats: SourceStats) -> None:
         logger.info(
-            "counting stopped: %d frames processed; source read %d, dropped %d, skipped %d, corrupt %d, "
-            "reconnects %d",
+            "counting stopped: %d frames processed; source read %d, dropped %d, skipped %d, corrupt %d, reconnects %d",
             self.stats.frames,
             stats.read,
             stats.dropped,

@@ -80,9 +80,7 @@ def write_minutes(
     return len(lines) + len(zones)
 
 
-def line_totals(
-    db: Database, since: int | None = None, until: int | None = None
-) -> dict[str, tuple[int, int]]:
+def line_totals(db: Database, since: int | None = None, until: int | None = None) -> dict[str, tuple[int, int]]:
     """Total (in, out) per line over minutes in [since, until), all devices and sources."""
     where, params = _window(since, until)
     rows = fetch_all(

@@ -153,3 +153,44 @@ def _coupons(db: Database) -> None:
     db.table("outbox").create_index(["delivered_at", "id"], if_not_exists=True)
     db.table("redemption_conflicts").create_index(["detected_at"], if_not_exists=True)
     db.table("audit").create_index(["t"], if_not_exists=True)
+
+
+@MIGRATIONS(name="0003_sync")
+def _sync(db: Database) -> None:
+    """Released aggregate cells, the daily privacy budget and small sync counters.
+
+    ``released_cells`` has one row per cell of a released window (the cell ``*`` marks the window
+    itself); its primary key is what makes a cell leave the device once and never be noised again.
+    ``value`` is the released value as JSON; ``msg_id`` is the outbox message that carried it (NULL
+    when a window was withheld). ``privacy_budget`` adds up the epsilon spent per UTC day.
+    ``sync_state`` holds small named values such as the birth sequence number.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS released_cells (
+            kind TEXT NOT NULL CHECK (kind IN ('traffic', 'coupons')),
+            window_start INTEGER NOT NULL CHECK (window_start >= 0 AND window_start % 60 = 0),
+            cell TEXT NOT NULL CHECK (cell <> ''),
+            value TEXT NOT NULL CHECK (json_valid(value)),
+            msg_id TEXT,
+            released_at REAL NOT NULL,
+            PRIMARY KEY (kind, window_start, cell)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS privacy_budget (
+            day TEXT PRIMARY KEY CHECK (day GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'),
+            epsilon_spent REAL NOT NULL CHECK (epsilon_spent >= 0)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS sync_state (
+            key TEXT PRIMARY KEY CHECK (key <> ''),
+            value TEXT NOT NULL
+        )
+        """
+    )

@@ -155,8 +155,7 @@ def depth(db: Database, now: float | None = None) -> OutboxDepth:
     count, oldest = totals[0]
     errors = fetch_all(
         db,
-        "SELECT last_error FROM outbox WHERE delivered_at IS NULL AND last_error IS NOT NULL"
-        " ORDER BY id DESC LIMIT 1",
+        "SELECT last_error FROM outbox WHERE delivered_at IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1",
     )
     current = time.time() if now is None else now
     return OutboxDepth(

@@ -8,17 +8,23 @@ Every payload carries the common fields of design §5:
 - ``sent_at``: when the device wrote the message, as unix seconds (UTC, a float). A message
   queued while offline keeps the time it was written, not the time the broker received it.
 
-Fields are numbers or fixed patterns only: no free text can carry personal data off the device.
+Fields are numbers or fixed patterns only: no free text can carry personal data off the device,
+and no string anywhere (dictionary keys included) is longer than MAX_STRING characters. ``SCHEMAS``
+maps each ``schema`` value to its model; ``parse_payload`` validates a received message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
+from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from agent.config import NAME_PATTERN as CONFIG_NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +94,247 @@ class LedgerRecord(Message):
         if value % WINDOW_S:
             raise ValueError(f"must be a multiple of {WINDOW_S} s (the start of a 15-minute window)")
         return value
+
+
+# Shared field types of the window aggregates, health and store messages.
+
+NAME_PATTERN = CONFIG_NAME_PATTERN.pattern
+"""Line, zone and model names as the config accepts them (1-64 letters, digits, '_', '.', '-')."""
+HEX64_PATTERN = r"^[0-9a-f]{64}$"
+VERSION_PATTERN = r"^[0-9][0-9A-Za-z.-]{0,39}$"
+"""An agent version such as ``0.1.0`` or ``1.2.0-rc.1`` (no '+': drop a local build suffix first)."""
+MAX_STRING = 64
+"""No string in any payload (keys included) is longer than this."""
+MAX_CELLS = 64
+"""At most this many lines, zones or error kinds in one message."""
+MAX_COUPON_CELLS = 1024
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Hex64 = Annotated[str, StringConstraints(pattern=HEX64_PATTERN)]
+Count = Annotated[int, Field(ge=0, lt=2**31)]
+NoisedCount = Annotated[int, Field(gt=-(2**31), lt=2**31)]
+Seconds = Annotated[float, Field(ge=0, lt=2**32, allow_inf_nan=False)]
+Megabytes = Annotated[float, Field(ge=0, lt=2**40, allow_inf_nan=False)]
+Occupancy = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
+WindowStart = Annotated[int, Field(ge=0, lt=2**32)]
+WindowMinutes = Literal[5, 10, 15, 30, 60]
+
+DWELL_BINS: tuple[tuple[str, float], ...] = (
+    ("lt_10s", 10.0),
+    ("10s_30s", 30.0),
+    ("30s_1m", 60.0),
+    ("1m_2m", 120.0),
+    ("2m_5m", 300.0),
+    ("5m_10m", 600.0),
+    ("ge_10m", float("inf")),
+)
+"""Dwell bins fixed in advance: (label, exclusive upper bound in s); a bin starts where the last ended."""
+DwellBin = Literal["lt_10s", "10s_30s", "30s_1m", "1m_2m", "2m_5m", "5m_10m", "ge_10m"]
+
+
+def dwell_bin(dwell_s: float) -> str:
+    """The label of the fixed bin holding a dwell of ``dwell_s`` seconds."""
+    if not dwell_s >= 0:
+        raise ValueError(f"dwell must be a non-negative number, not {dwell_s}")
+    return next(label for label, upper in DWELL_BINS if dwell_s < upper)
+
+
+class ErrorKind(StrEnum):
+    """Kinds of error counted in health reports (counts only, never the messages)."""
+
+    CAMERA = "camera"
+    DETECTOR = "detector"
+    SCANNER = "scanner"
+    STORAGE = "storage"
+    TRANSPORT = "transport"
+    SYNC = "sync"
+    FLEET = "fleet"
+    CONFIG = "config"
+    OTHER = "other"
+
+
+ErrorKindKey = Annotated[ErrorKind, Field(strict=False)]
+"""An ErrorKind, also given by its value (as decoded JSON has it)."""
+
+
+class _Part(BaseModel):
+    """A nested object of a payload: as strict as the payload itself."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+def _check_window(start: int, minutes: int) -> None:
+    if start % (minutes * 60):
+        raise ValueError(f"window_start {start} is not on the {minutes}-minute grid")
+
+
+class ModelVersion(_Part):
+    """The detector model in use: its name (as in the manifest) and the sha256 of its file."""
+
+    name: Name
+    sha256: Hex64
+
+
+class StateReport(Message):
+    """Birth and will (topic ``state``, retained): online or not, with the birth sequence number.
+
+    The will is built at connect time with ``online=False`` and the same ``bd_seq`` as the birth,
+    so the platform can tell which session went offline. ``config_version`` is the hex sha256 of
+    the applied config; ``model`` is None on a device without a detector.
+    """
+
+    schema_id: Literal["state.v1"] = Field(default="state.v1", alias="schema")
+    online: bool
+    bd_seq: Annotated[int, Field(ge=0, lt=2**32)]
+    agent_version: Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
+    model: ModelVersion | None
+    config_version: Hex64
+
+
+class LineCounts(_Part):
+    """Crossings of one line in a window."""
+
+    in_: Count = Field(alias="in")
+    out: Count
+
+
+class ZoneStats(_Part):
+    """One zone in a window: frame-weighted mean and peak occupancy, visits and their dwell.
+
+    ``visits`` counts visits that ended (zone exits) in the window; ``dwell_bins`` has every bin
+    of DWELL_BINS, zero or not.
+    """
+
+    mean_occupancy: Occupancy
+    peak_occupancy: Count
+    visits: Count
+    dwell_bins: dict[DwellBin, Count]
+
+    @field_validator("dwell_bins")
+    @classmethod
+    def _every_bin(cls, value: dict[str, int]) -> dict[str, int]:
+        missing = [label for label, _ in DWELL_BINS if label not in value]
+        if missing:
+            raise ValueError(f"every dwell bin must be present; missing {', '.join(missing)}")
+        return {label: value[label] for label, _ in DWELL_BINS}
+
+
+class TrafficReport(Message):
+    """Foot traffic of one window (topic ``traffic``): every configured line and zone, zero or not.
+
+    ``minutes_seen`` is how many minutes of the window had processed frames (coverage; a window
+    without any is not reported, so missing data is never sent as zero). ``frames_seen`` counts
+    the frames processed in the window, known only when a zone is configured (None otherwise).
+    """
+
+    schema_id: Literal["traffic.v1"] = Field(default="traffic.v1", alias="schema")
+    window_start: WindowStart
+    window_minutes: WindowMinutes
+    minutes_seen: Annotated[int, Field(ge=1, le=60)]
+    frames_seen: Count | None
+    lines: Annotated[dict[Name, LineCounts], Field(max_length=MAX_CELLS)]
+    zones: Annotated[dict[Name, ZoneStats], Field(max_length=MAX_CELLS)]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TrafficReport:
+        _check_window(self.window_start, self.window_minutes)
+        if self.minutes_seen > self.window_minutes:
+            raise ValueError(f"minutes_seen {self.minutes_seen} exceeds window_minutes {self.window_minutes}")
+        return self
+
+
+class CouponCell(_Part):
+    """One (campaign, offer) cell of a window with its noised redemption count (may be negative)."""
+
+    campaign: U32
+    offer: U16
+    count: NoisedCount
+
+
+class CouponReport(Message):
+    """Coupon redemptions of one window (topic ``coupons``), each cell noised.
+
+    Each count is the true count plus discrete Laplace noise of scale ``contribution_cap /
+    epsilon``; negative values are kept (clamping would bias sums). ``epsilon`` is this window's
+    share of the store-day budget.
+    """
+
+    schema_id: Literal["coupons.v1"] = Field(default="coupons.v1", alias="schema")
+    window_start: WindowStart
+    window_minutes: WindowMinutes
+    cells: Annotated[list[CouponCell], Field(max_length=MAX_COUPON_CELLS)]
+    epsilon: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
+    contribution_cap: Annotated[int, Field(ge=1, le=100)]
+    noise: Literal["discrete_laplace"] = "discrete_laplace"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> CouponReport:
+        _check_window(self.window_start, self.window_minutes)
+        keys = [(cell.campaign, cell.offer) for cell in self.cells]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each (campaign, offer) cell must appear once")
+        return self
+
+
+class HealthReport(Message):
+    """Device health (topic ``health``, QoS 0): rates, resources, outbox and error counts.
+
+    ``dropped_frames`` and ``errors`` count since the agent started; ``oldest_pending_s`` is the
+    age of the oldest undelivered outbox message (None when the outbox is empty).
+    """
+
+    schema_id: Literal["health.v1"] = Field(default="health.v1", alias="schema")
+    fps: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+    dropped_frames: Count
+    cpu_percent: Annotated[float, Field(ge=0, le=25_600, allow_inf_nan=False)]
+    memory_mb: Megabytes
+    disk_free_mb: Megabytes
+    outbox_depth: Count
+    oldest_pending_s: Seconds | None
+    errors: Annotated[dict[ErrorKindKey, Count], Field(max_length=len(ErrorKind))]
+
+
+class StoreRedeemed(Message):
+    """A serial redeemed on this device, shared with the other devices of the store (``_store/redeemed``)."""
+
+    schema_id: Literal["store_redeemed.v1"] = Field(default="store_redeemed.v1", alias="schema")
+    serial: Hex32
+    redeemed_at: UnixTime
+
+
+SCHEMAS: dict[str, type[Message]] = {
+    "state.v1": StateReport,
+    "traffic.v1": TrafficReport,
+    "coupons.v1": CouponReport,
+    "ledger.v1": LedgerRecord,
+    "health.v1": HealthReport,
+    "store_redeemed.v1": StoreRedeemed,
+}
+"""Every payload model of the contract by its ``schema`` value."""
+
+
+class UnknownSchema(ValueError):
+    """A received payload names no schema of this contract."""
+
+
+def parse_payload(data: str | bytes) -> Message:
+    """Validate received JSON against the model its ``schema`` field names.
+
+    Raises UnknownSchema when the schema is missing or unknown, and pydantic's ValidationError
+    (a ValueError) when the JSON is malformed or does not fit the model.
+    """
+    try:
+        schema = json.loads(data).get("schema")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        schema = None
+    model = SCHEMAS.get(schema) if isinstance(schema, str) else None
+    if model is None:
+        raise UnknownSchema(f"unknown payload schema {str(schema)[:MAX_STRING]!r}")
+    return model.model_validate_json(data)

@@ -66,9 +66,7 @@ class FrameSource:
         self.file_start_t = file_start_t or 0.0
         backoff = backoff or Backoff()
         if reconnect_max_s is not None:
-            backoff = replace(
-                backoff, initial_s=min(backoff.initial_s, reconnect_max_s), max_s=reconnect_max_s
-            )
+            backoff = replace(backoff, initial_s=min(backoff.initial_s, reconnect_max_s), max_s=reconnect_max_s)
         self.backoff = backoff
         self._rng = rng or random.Random()
         self._opener: Callable[[SourceSpec], Capture] = opener or (

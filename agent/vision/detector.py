@@ -168,9 +168,7 @@ def decode_ssd(
     return xyxy.astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32)
 
 
-def tile_grid(
-    height: int, width: int, tiles: int, overlap: float = TILE_OVERLAP
-) -> list[tuple[int, int, int, int]]:
+def tile_grid(height: int, width: int, tiles: int, overlap: float = TILE_OVERLAP) -> list[tuple[int, int, int, int]]:
     """A tiles x tiles grid of overlapping windows (x1, y1, x2, y2) covering the frame."""
 
     def spans(length: int) -> list[tuple[int, int]]:

@@ -66,8 +66,7 @@ def fetch_model(
             )
         if sha256 != entry.sha256:
             raise ModelError(
-                f"model {name}: download from {address} has sha256 {sha256}, "
-                f"the manifest expects {entry.sha256}"
+                f"model {name}: download from {address} has sha256 {sha256}, the manifest expects {entry.sha256}"
             )
         os.replace(temp, target)
         _fsync_dir(dest_dir)
@@ -87,9 +86,7 @@ def _download(name: str, address: str, out: BinaryIO, limit: int, timeout: float
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) != limit:
-                raise ModelError(
-                    f"model {name}: {address} announces {length} bytes, the manifest expects {limit}"
-                )
+                raise ModelError(f"model {name}: {address} announces {length} bytes, the manifest expects {limit}")
             while block := response.read(CHUNK):
                 size += len(block)
                 if size > limit:
@@ -97,9 +94,7 @@ def _download(name: str, address: str, out: BinaryIO, limit: int, timeout: float
                 digest.update(block)
                 out.write(block)
     except urllib.error.HTTPError as exc:
-        raise ModelError(
-            f"model {name}: download from {address} failed: HTTP {exc.code} {exc.reason}"
-        ) from exc
+        raise ModelError(f"model {name}: download from {address} failed: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ModelError(f"model {name}: download from {address} failed: {reason}") from exc

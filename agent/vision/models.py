@@ -342,8 +342,7 @@ def _resolve_file(path: Path, family: str | None, manifest: Manifest | None) -> 
     chosen = signature.family if family is None else _as_family(family)
     if chosen is None:
         raise ModelError(
-            f"cannot tell the model family of {path} from its inputs and outputs; "
-            "pass --family ssd or --family yolox"
+            f"cannot tell the model family of {path} from its inputs and outputs; pass --family ssd or --family yolox"
         )
     if signature.family is not None and signature.family != chosen:
         logger.warning("%s looks like a %s model but family %s was given", path, signature.family, chosen)

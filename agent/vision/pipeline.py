@@ -56,9 +56,7 @@ def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings
 class TrafficPipeline:
     """Turns frames into counts. Counters are laid out on the first frame, when its size is known."""
 
-    def __init__(
-        self, detector: Detector, rules: CountingRules, tracker: TrackerSettings | None = None
-    ) -> None:
+    def __init__(self, detector: Detector, rules: CountingRules, tracker: TrackerSettings | None = None) -> None:
         self.detector = detector
         self.rules = rules
         self._tracker = ByteTracker(tracker)
@@ -101,9 +99,7 @@ class TrafficPipeline:
         height, width = frame.image.shape[:2]
         if self._size != (width, height):
             if self._size is not None:
-                logger.warning(
-                    "frame size changed from %s to %dx%d; counters restart", self._size, width, height
-                )
+                logger.warning("frame size changed from %s to %dx%d; counters restart", self._size, width, height)
             self._layout(width, height)
         return self.process_detections(frame.index, frame.t, self.detector.detect(frame.image))
 
@@ -113,9 +109,7 @@ class TrafficPipeline:
         positions = {track.track_id: Point(*track.foot) for track in update.tracks}
         return self._count(index, t, positions, update.ended)
 
-    def _count(
-        self, index: int, t: float, positions: dict[int, Point], ended: tuple[int, ...]
-    ) -> FrameResult:
+    def _count(self, index: int, t: float, positions: dict[int, Point], ended: tuple[int, ...]) -> FrameResult:
         self._last_t = t
         crossings: list[Crossing] = []
         for line in self._lines:

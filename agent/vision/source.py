@@ -166,9 +166,7 @@ def open_capture(spec: SourceSpec, *, open_timeout_s: float = 5.0, read_timeout_
             raise SourceError(f"cannot open video file {path}: is a directory")
         if not os.access(path, os.R_OK):
             raise SourceError(f"cannot open video file {path}: permission denied")
-        return _open(
-            str(path), cv2.CAP_ANY, [], f"cannot open video file {path}: not a video OpenCV can read"
-        )
+        return _open(str(path), cv2.CAP_ANY, [], f"cannot open video file {path}: not a video OpenCV can read")
     if spec.kind == "usb":
         index = int(spec.value)
         if sys.platform.startswith("linux") and not Path(f"/dev/video{index}").exists():
@@ -181,9 +179,7 @@ def open_capture(spec: SourceSpec, *, open_timeout_s: float = 5.0, read_timeout_
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         max(1, round(read_timeout_s * 1000)),
     ]
-    why = (
-        f"cannot open video stream {spec.label}: refused, timed out after {open_timeout_s:g} s, or not video"
-    )
+    why = f"cannot open video stream {spec.label}: refused, timed out after {open_timeout_s:g} s, or not video"
     return _open(str(spec.value), backend, params, why)
 
 
@@ -207,9 +203,7 @@ class Counters:
 
     def snapshot(self) -> SourceStats:
         with self.lock:
-            return SourceStats(
-                self.read, self.delivered, self.dropped, self.skipped, self.corrupt, self.reconnects
-            )
+            return SourceStats(self.read, self.delivered, self.dropped, self.skipped, self.corrupt, self.reconnects)
 
 
 class CorruptLog:
@@ -225,9 +219,7 @@ class CorruptLog:
         self._pending += 1
         now = time.monotonic()
         if self._last is None or now - self._last >= self._interval_s:
-            logger.warning(
-                "%s: skipped %d corrupt frame(s), latest #%d (%s)", self._label, self._pending, index, what
-            )
+            logger.warning("%s: skipped %d corrupt frame(s), latest #%d (%s)", self._label, self._pending, index, what)
             self._last, self._pending = now, 0
 
     def flush(self) -> None:

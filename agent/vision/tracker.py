@@ -178,8 +178,7 @@ class ByteTracker:
         new_means, new_covariances = self._kalman.initiate(boxes_to_measurements(boxes[starts]))
         self._tracks = [tracks[r] for r in np.flatnonzero(keep).tolist()]
         self._tracks.extend(
-            _LiveTrack(_as_box(b), sc)
-            for b, sc in zip(boxes[starts].tolist(), scores[starts].tolist(), strict=True)
+            _LiveTrack(_as_box(b), sc) for b, sc in zip(boxes[starts].tolist(), scores[starts].tolist(), strict=True)
         )
         self._means = np.concatenate([self._means[keep], new_means])
         self._covariances = np.concatenate([self._covariances[keep], new_covariances])

@@ -109,9 +109,7 @@ def bench_verify(count: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="redemptions and raw commits each")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the database files")
     parser.add_argument("--blocks", type=int, default=4, help="alternate the three runs in this many blocks")

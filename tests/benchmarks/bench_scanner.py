@@ -60,9 +60,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=400, help="frames in the test set")
     parser.add_argument("--seed", type=int, default=qr_testset.DEFAULT_SEED)
     args = parser.parse_args()
@@ -71,11 +69,7 @@ def main() -> int:
     started = time.perf_counter()
     samples = qr_testset.make_testset(args.count, args.seed)
     print(f"generated {len(samples)} frames in {time.perf_counter() - started:.1f} s (seed {args.seed})")
-    empty = [
-        qr_testset.empty_frame(width, height, seed)
-        for seed in range(10)
-        for width, height in qr_testset.SIZES
-    ]
+    empty = [qr_testset.empty_frame(width, height, seed) for seed in range(10) for width, height in qr_testset.SIZES]
 
     thorough = QrScanner(enlarge=Enlarge.ALWAYS)
     readers: dict[str, Reader] = {

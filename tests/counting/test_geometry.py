@@ -121,9 +121,7 @@ def test_point_rejects_non_finite_coordinates(bad: float) -> None:
         (["ab"], None, pytest.raises(ValueError, match="two numbers")),
     ],
 )
-def test_to_pixels(
-    points: list[Any], expected: list[Point] | None, expectation: AbstractContextManager[Any]
-) -> None:
+def test_to_pixels(points: list[Any], expected: list[Point] | None, expectation: AbstractContextManager[Any]) -> None:
     with expectation:
         assert to_pixels(points, 768, 576) == expected
 

@@ -81,14 +81,10 @@ def test_frames_where_the_track_is_absent_do_not_break_the_hold() -> None:
     [
         # a line 5 px below the top edge of a 768x576 frame: the person is seen above it once
         pytest.param(Point(0, 5), Point(768, 5), [(300, 2), (300, 12), (300, 22)], ["in"], id="top-enter"),
-        pytest.param(
-            Point(0, 5), Point(768, 5), [(300, 30), (300, 15), (300, 3), (300, 0)], ["out"], id="top-leave"
-        ),
+        pytest.param(Point(0, 5), Point(768, 5), [(300, 30), (300, 15), (300, 3), (300, 0)], ["out"], id="top-leave"),
         # a vertical line near the left edge, drawn bottom to top: walking right is side +1
         pytest.param(Point(4, 576), Point(4, 0), [(1, 300), (9, 300), (15, 300)], ["in"], id="left-enter"),
-        pytest.param(
-            Point(4, 576), Point(4, 0), [(20, 300), (10, 300), (2, 300), (0, 300)], ["out"], id="left-leave"
-        ),
+        pytest.param(Point(4, 576), Point(4, 0), [(20, 300), (10, 300), (2, 300), (0, 300)], ["out"], id="left-leave"),
     ],
 )
 def test_a_line_at_the_frame_edge_still_counts(
@@ -115,9 +111,7 @@ SHORT_A, SHORT_B = Point(0, 100), Point(50, 100)
         pytest.param([(40, 90), (40, 110), (200, 130)], True, ["in"], id="inside-then-moves-away"),
         pytest.param([(100, 90), (100, 110), (25, 130)], True, [], id="outside-then-moves-under"),
         # walking round the end and back does not count either way
-        pytest.param(
-            [(100, 90), (100, 110), (100, 120), (100, 90), (100, 80)], True, [], id="round-the-end-and-back"
-        ),
+        pytest.param([(100, 90), (100, 110), (100, 120), (100, 90), (100, 80)], True, [], id="round-the-end-and-back"),
     ],
 )
 def test_a_short_segment_counts_only_movement_between_its_endpoints(
@@ -240,9 +234,7 @@ def test_line_counter_validates_its_configuration(
         pytest.param(2, True, ["in"], id="net-mode-cancels-the-wobble"),
     ],
 )
-def test_lingering_beside_the_line_needs_a_longer_hold_or_net_mode(
-    hold: int, net: bool, expected: list[str]
-) -> None:
+def test_lingering_beside_the_line_needs_a_longer_hold_or_net_mode(hold: int, net: bool, expected: list[str]) -> None:
     # someone held up just past the line, wobbling back across it for two frames
     ys = [90, 95, 101, 102, 103, 99, 98, 101, 102, 110]
     counter = LineCounter("door", A, B, hold=hold, net=net)

@@ -117,9 +117,7 @@ def test_dwell_belongs_to_the_minute_of_the_exit() -> None:
         (T0 + 3600.0, [int(T0), int(T0) + 60, int(T0) + 120]),
     ],
 )
-def test_closed_returns_minutes_that_ended_before_the_time(
-    before_t: float, closed_minutes: list[int]
-) -> None:
+def test_closed_returns_minutes_that_ended_before_the_time(before_t: float, closed_minutes: list[int]) -> None:
     tallies = MinuteTallies(lines=["door"], zones=[])
     for t in (T0 + 1, T0 + 61, T0 + 121):
         tallies.add_frame(t)
@@ -159,9 +157,7 @@ def test_flush_returns_every_minute_in_order() -> None:
         ([], ["q", "q"], pytest.raises(ValueError, match="zone names must be unique")),
     ],
 )
-def test_tallies_validate_names(
-    lines: list[str], zones: list[str], expectation: AbstractContextManager[Any]
-) -> None:
+def test_tallies_validate_names(lines: list[str], zones: list[str], expectation: AbstractContextManager[Any]) -> None:
     with expectation:
         MinuteTallies(lines=lines, zones=zones)
 

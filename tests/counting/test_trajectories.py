@@ -145,9 +145,7 @@ def _px(xy: tuple[float, float]) -> Point:
     return Point(xy[0] * SCALE, xy[1] * SCALE)
 
 
-def _count_line(
-    walk: Walk, line: tuple[tuple[float, float], ...], **options: object
-) -> Counter[tuple[int, str]]:
+def _count_line(walk: Walk, line: tuple[tuple[float, float], ...], **options: object) -> Counter[tuple[int, str]]:
     counter = LineCounter("line", _px(line[0]), _px(line[1]), **options)  # type: ignore[arg-type]
     found: Counter[tuple[int, str]] = Counter()
     for sample in walk.samples:
@@ -170,14 +168,10 @@ def _pedpy_crossings(walk: Walk, line: tuple[tuple[float, float], ...]) -> Count
     The measurement line is the segment with LineCounter's end tolerance added.
     """
     rows = [
-        (track, frame, x, y)
-        for frame, sample in enumerate(walk.samples)
-        for track, (x, y) in sample.positions.items()
+        (track, frame, x, y) for frame, sample in enumerate(walk.samples) for track, (x, y) in sample.positions.items()
     ]
     data = pedpy.TrajectoryData(data=pd.DataFrame(rows, columns=["id", "frame", "x", "y"]), frame_rate=RATE)
-    crossings = compute_crossing_frames(
-        traj_data=data, measurement_line=pedpy.MeasurementLine(_with_tolerance(line))
-    )
+    crossings = compute_crossing_frames(traj_data=data, measurement_line=pedpy.MeasurementLine(_with_tolerance(line)))
     x_line = line[0][0]
     found: Counter[tuple[int, str]] = Counter()
     for track, frame in zip(crossings["id"], crossings["frame"], strict=True):
@@ -194,9 +188,7 @@ def _net(crossings: Counter[tuple[int, str]]) -> Counter[tuple[int, str]]:
 
 
 def _directions(crossings: Counter[tuple[int, str]]) -> Counter[str]:
-    return Counter(
-        {d: sum(n for (_, direction), n in crossings.items() if direction == d) for d in ("in", "out")}
-    )
+    return Counter({d: sum(n for (_, direction), n in crossings.items() if direction == d) for d in ("in", "out")})
 
 
 def test_the_scenario_is_what_it_claims_to_be(walk: Walk) -> None:
@@ -223,9 +215,7 @@ def test_the_scenario_is_what_it_claims_to_be(walk: Walk) -> None:
 
 
 @pytest.mark.parametrize("line", [MIDDLE, SHORT], ids=["middle", "short-segment"])
-def test_line_counts_match_pedpy_on_exact_trajectories(
-    walk: Walk, line: tuple[tuple[float, float], ...]
-) -> None:
+def test_line_counts_match_pedpy_on_exact_trajectories(walk: Walk, line: tuple[tuple[float, float], ...]) -> None:
     truth = _pedpy_crossings(walk, line)
     assert sum(truth.values()) > 10, "the scenario should cross this line"
     assert _count_line(walk, line, hold=2) == truth
@@ -290,9 +280,7 @@ def _shapely_visits(walk: Walk, polygon: Sequence[tuple[float, float]]) -> list[
     return sorted(visits, key=lambda v: (v.track_id, v.enter_t))
 
 
-def _zone_run(
-    walk: Walk, polygon: Sequence[tuple[float, float]], min_frames: int
-) -> tuple[list[int], list[Visit]]:
+def _zone_run(walk: Walk, polygon: Sequence[tuple[float, float]], min_frames: int) -> tuple[list[int], list[Visit]]:
     zone = ZoneCounter("zone", [_px(p) for p in polygon], min_frames=min_frames)
     occupancy: list[int] = []
     visits: list[Visit] = []
@@ -311,8 +299,7 @@ def test_zone_occupancy_and_visits_match_shapely_on_exact_trajectories(
 ) -> None:
     shape = shapely.Polygon(polygon)
     expected = [
-        sum(bool(shapely.contains_xy(shape, x, y)) for x, y in sample.positions.values())
-        for sample in walk.samples
+        sum(bool(shapely.contains_xy(shape, x, y)) for x, y in sample.positions.values()) for sample in walk.samples
     ]
     assert max(expected) >= 3, "the scenario should fill this zone"
     occupancy, visits = _zone_run(walk, polygon, min_frames=1)

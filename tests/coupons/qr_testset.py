@@ -291,9 +291,7 @@ def background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
         size = int(rng.integers(10, max(11, width // 4)))
         thickness = -1 if rng.random() < 0.5 else int(rng.integers(1, 6))
         if kind == 0:
-            cv2.rectangle(
-                canvas, (x, y), (x + size, y + int(size * rng.uniform(0.3, 1.5))), colour, thickness
-            )
+            cv2.rectangle(canvas, (x, y), (x + size, y + int(size * rng.uniform(0.3, 1.5))), colour, thickness)
         elif kind == 1:
             cv2.circle(canvas, (x, y), size // 2, colour, thickness)
         elif kind == 2:

@@ -51,13 +51,26 @@ def verified(coupon: Coupon | None = None, *, revoked: frozenset[bytes] = frozen
     return verify_token(token, KEYS, STORE, revoked, NOW)
 
 
+MESSAGES_PER_REDEMPTION = 2  # the settlement record and the store report (_store/redeemed)
+
+
 def count(ledger: Ledger, table: str) -> int:
     return int(ledger.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
 def ledger_records(ledger: Ledger) -> list[LedgerRecord]:
-    rows = ledger.db.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
+    rows = ledger.db.execute(
+        "SELECT payload FROM outbox WHERE json_extract(payload, '$.schema') = 'ledger.v1' ORDER BY id"
+    ).fetchall()
     return [LedgerRecord.model_validate_json(row[0]) for row in rows]
+
+
+def store_reports(ledger: Ledger) -> list[str]:
+    rows = ledger.db.execute(
+        "SELECT json_extract(payload, '$.serial') FROM outbox"
+        " WHERE json_extract(payload, '$.schema') = 'store_redeemed.v1' ORDER BY id"
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 @pytest.fixture
@@ -81,10 +94,12 @@ def test_a_valid_coupon_is_redeemed_and_queues_one_ledger_message(ledger: Ledger
     assert redemption.result is VerifyResult.VALID
     assert redemption.coupon == verification.coupon
     assert count(ledger, "redemptions") == 1
-    [message] = pending(ledger.db)
+    message, report = pending(ledger.db)
     assert message.topic == "retail/v1/acme/store-042/till-1/ledger"
     assert message.qos == 1
     assert not message.retain
+    assert report.topic == "retail/v1/acme/store-042/_store/redeemed"
+    assert store_reports(ledger) == [verification.coupon.serial_hex]
 
 
 def test_the_redemption_row_holds_the_coupon_device_source_and_window(ledger: Ledger) -> None:
@@ -92,8 +107,7 @@ def test_the_redemption_row_holds_the_coupon_device_source_and_window(ledger: Le
     ledger.redeem(verified(coupon), "console", now=NOW + 1234.5)
 
     row = ledger.db.execute(
-        "SELECT serial, campaign, offer, store, key_id, device, redeemed_at, source, window_start"
-        " FROM redemptions"
+        "SELECT serial, campaign, offer, store, key_id, device, redeemed_at, source, window_start FROM redemptions"
     ).fetchone()
     assert row == (coupon.serial_hex, 77, 3, STORE, 7, "till-1", NOW + 1234.5, "console", NOW + 900)
 
@@ -109,7 +123,7 @@ def test_the_ledger_message_is_a_valid_settlement_record_of_the_15_minute_window
     assert (record.campaign, record.offer, record.store) == (4_000_000_000, 65535, 0)
     assert record.window_start == int(NOW)
     assert record.sent_at == NOW + 899.9
-    [message] = pending(ledger.db)
+    message, _report = pending(ledger.db)
     assert message.msg_id == record.msg_id
 
 
@@ -123,7 +137,7 @@ def test_the_second_attempt_is_already_redeemed_and_writes_nothing(ledger: Ledge
     assert not again.redeemed
     assert again.coupon == verification.coupon
     assert count(ledger, "redemptions") == 1
-    assert count(ledger, "outbox") == 1
+    assert count(ledger, "outbox") == MESSAGES_PER_REDEMPTION
     assert ledger.db.execute("SELECT source FROM redemptions").fetchone()[0] == "scanner"
 
 
@@ -140,9 +154,7 @@ def test_a_fresh_connection_sees_the_redemption_as_already_redeemed(db_path: Pat
         (lambda: verify_token("C1:NOT-A-COUPON", KEYS, STORE, (), NOW), VerifyResult.MALFORMED),
         (lambda: verified(make_coupon(key_id=8)), VerifyResult.UNKNOWN_KEY),
         (
-            lambda: verify_token(
-                issue_token(make_coupon(), Ed25519PrivateKey.generate()), KEYS, STORE, (), NOW
-            ),
+            lambda: verify_token(issue_token(make_coupon(), Ed25519PrivateKey.generate()), KEYS, STORE, (), NOW),
             VerifyResult.BAD_SIGNATURE,
         ),
         (lambda: verified(make_coupon(not_before=int(NOW) + 10)), VerifyResult.NOT_YET_VALID),
@@ -176,6 +188,7 @@ def test_every_redemption_has_exactly_one_outbox_message_for_its_serial(ledger: 
 
     serials = [record.serial for record in ledger_records(ledger)]
     assert sorted(serials) == sorted(coupon.serial_hex for coupon in coupons)
+    assert sorted(store_reports(ledger)) == sorted(coupon.serial_hex for coupon in coupons)
     assert count(ledger, "redemptions") == 20
 
 
@@ -241,9 +254,7 @@ def test_a_store_report_with_a_bad_serial_is_refused(ledger: Ledger) -> None:
         ledger.note_store_redemption("ABC", "till-2", NOW)
 
 
-def test_a_locked_database_raises_storage_error_and_the_coupon_is_not_redeemed(
-    db_path: Path, ledger: Ledger
-) -> None:
+def test_a_locked_database_raises_storage_error_and_the_coupon_is_not_redeemed(db_path: Path, ledger: Ledger) -> None:
     verification = verified()
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
@@ -292,7 +303,7 @@ def test_a_full_disk_raises_storage_error_and_leaves_no_half_redemption(ledger: 
 
     db.execute("PRAGMA max_page_count = 1073741823")  # space freed: the same coupon now goes through
     assert ledger.redeem(Verification(VerifyResult.VALID, failed), "scanner", now=NOW).redeemed
-    assert count(ledger, "outbox") == len(redeemed) + 1
+    assert count(ledger, "outbox") == MESSAGES_PER_REDEMPTION * (len(redeemed) + 1)
 
 
 def test_a_failure_after_the_redemption_row_is_written_rolls_it_back(
@@ -321,21 +332,19 @@ def test_erase_removes_the_coupons_records_and_writes_an_audit_row(ledger: Ledge
 
     deleted = ledger.erase_coupon(erased.serial_hex, "pin:0042", now=NOW + 100)
 
-    assert deleted == 4  # redemption, conflict, store report, outbox message
+    assert deleted == 5  # redemption, conflict, store report, its two outbox messages
     assert not ledger.is_redeemed(erased.serial_hex)
     assert count(ledger, "redemption_conflicts") == 0
     assert [record.serial for record in ledger_records(ledger)] == [kept.serial_hex]
     assert ledger.is_redeemed(kept.serial_hex)
     [audit] = ledger.db.execute("SELECT t, actor, action, subject, detail FROM audit").fetchall()
     assert audit[:4] == (NOW + 100, "pin:0042", "erase", erased.serial_hex)
-    assert json.loads(audit[4]) == {"redemptions": 1, "conflicts": 1, "store_redeemed": 1, "outbox": 1}
+    assert json.loads(audit[4]) == {"redemptions": 1, "conflicts": 1, "store_redeemed": 1, "outbox": 2}
 
 
 def test_erasing_an_unknown_serial_deletes_nothing_but_is_still_audited(ledger: Ledger) -> None:
     assert ledger.erase_coupon("0" * 32, "manager", now=NOW) == 0
-    assert ledger.db.execute("SELECT actor, action, subject FROM audit").fetchall() == [
-        ("manager", "erase", "0" * 32)
-    ]
+    assert ledger.db.execute("SELECT actor, action, subject FROM audit").fetchall() == [("manager", "erase", "0" * 32)]
 
 
 @pytest.mark.parametrize("actor", ["", "Jane Doe", "jane@example.com", "x" * 65])
@@ -360,9 +369,7 @@ def test_erase_is_all_or_nothing_when_the_database_is_locked(db_path: Path, ledg
     assert count(ledger, "audit") == 0
 
 
-def _race_worker(
-    db_path: str, verifications: list[Verification], seed: int, start: Any, results: Any
-) -> None:
+def _race_worker(db_path: str, verifications: list[Verification], seed: int, start: Any, results: Any) -> None:
     order = list(verifications)
     random.Random(seed).shuffle(order)
     outcomes = []

@@ -90,17 +90,16 @@ def test_every_reported_redemption_survives_sigkill_with_exactly_one_outbox_mess
             db = ledger.db
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             stored = Counter(row[0] for row in db.execute("SELECT serial FROM redemptions").fetchall())
-            messages = Counter(
-                json.loads(row[0])["serial"] for row in db.execute("SELECT payload FROM outbox").fetchall()
-            )
+            payloads = [json.loads(row[0]) for row in db.execute("SELECT payload FROM outbox").fetchall()]
+            messages = Counter(p["serial"] for p in payloads if p["schema"] == "ledger.v1")
+            reports = Counter(p["serial"] for p in payloads if p["schema"] == "store_redeemed.v1")
         assert set(stored.values()) == {1}
         missing = set(all_reported) - set(stored)
         assert not missing, f"round {round_no} (killed after {delay_s:.2f} s): lost {sorted(missing)}"
         # At most the one redemption in flight when the kill came is stored but unreported.
         assert len(stored) - len(all_reported) <= round_no + 1
-        assert messages == stored, (
-            "each redemption has exactly one outbox message, and no message is orphaned"
-        )
+        assert messages == stored, "each redemption has exactly one ledger message, and none is orphaned"
+        assert reports == stored, "each redemption has exactly one store report, and none is orphaned"
 
     assert len(set(all_reported)) == len(all_reported)
     with Ledger(db_path, "till-1", TOPICS) as ledger:

@@ -36,9 +36,7 @@ def _issued_token() -> tuple[str, bytes]:
     return issue_token(coupon, key), public
 
 
-def _on_page(
-    code: np.ndarray, width: int = 640, height: int = 480, at: tuple[int, int] = (100, 80)
-) -> np.ndarray:
+def _on_page(code: np.ndarray, width: int = 640, height: int = 480, at: tuple[int, int] = (100, 80)) -> np.ndarray:
     """A BGR frame: a cluttered scene with the gray code image pasted at ``at``."""
     frame = qr_testset.empty_frame(width, height, seed=5)
     x, y = at

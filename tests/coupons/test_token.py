@@ -61,9 +61,7 @@ def make_coupon(**changes: object) -> Coupon:
     return Coupon(**fields)  # type: ignore[arg-type]
 
 
-def check(
-    text: str, *, keys: dict[int, bytes] = KEYS, store: int = STORE, revoked=(), now=NOW
-) -> Verification:
+def check(text: str, *, keys: dict[int, bytes] = KEYS, store: int = STORE, revoked=(), now=NOW) -> Verification:
     return verify_token(text, keys, store, revoked, now)
 
 
@@ -202,9 +200,7 @@ def test_expired() -> None:
 
 
 def test_not_yet_valid() -> None:
-    assert (
-        check(issue_token(make_coupon(), PRIVATE), now=NOT_BEFORE - 3600).result is VerifyResult.NOT_YET_VALID
-    )
+    assert check(issue_token(make_coupon(), PRIVATE), now=NOT_BEFORE - 3600).result is VerifyResult.NOT_YET_VALID
 
 
 def test_wrong_store() -> None:

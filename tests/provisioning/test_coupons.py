@@ -120,9 +120,7 @@ def test_keygen_refuses_when_only_the_snippet_exists(tmp_path: Path) -> None:
 def test_keygen_writes_a_different_key_per_key_id(tmp_path: Path) -> None:
     keygen(tmp_path, key_id=1)
     keygen(tmp_path, key_id=2)
-    assert (tmp_path / "keys" / "issuer-1.pem").read_bytes() != (
-        tmp_path / "keys" / "issuer-2.pem"
-    ).read_bytes()
+    assert (tmp_path / "keys" / "issuer-1.pem").read_bytes() != (tmp_path / "keys" / "issuer-2.pem").read_bytes()
 
 
 @pytest.mark.parametrize("key_id", ["256", "-1"])
@@ -150,9 +148,7 @@ def test_issue_writes_five_coupons_that_verify_with_the_generated_public_key(tmp
         assert (coupon.key_id, coupon.campaign, coupon.offer, coupon.store) == (3, 4242, 17, 12)
         assert (coupon.not_before, coupon.expires) == (VALID_FROM, VALID_FROM + 30 * 86400)
         assert (out / f"{coupon.serial_hex}.png").is_file()
-        assert (
-            verify_token(token, keys, 13, frozenset(), VALID_FROM + 3600).result is VerifyResult.WRONG_STORE
-        )
+        assert verify_token(token, keys, 13, frozenset(), VALID_FROM + 3600).result is VerifyResult.WRONG_STORE
 
 
 def test_manifest_lists_every_coupon_of_the_batch(tmp_path: Path) -> None:
@@ -254,9 +250,7 @@ def test_issue_request_defaults_to_any_store(tmp_path: Path) -> None:
         ("0", 0),
     ],
 )
-def test_valid_from_accepts_unix_seconds_and_iso_8601_taking_naive_times_as_utc(
-    text: str, expected: int
-) -> None:
+def test_valid_from_accepts_unix_seconds_and_iso_8601_taking_naive_times_as_utc(text: str, expected: int) -> None:
     assert parse_time(text) == expected
 
 

@@ -94,9 +94,7 @@ def test_counts_survive_a_locked_database_and_are_written_later(tmp_path: Path, 
     service._write()  # the next flush writes what was kept in memory
     db.close()
     crossings = sum(c["in"] + c["out"] for c in service.stats.crossings.values())
-    stored = table_rows(
-        config.database_path, "SELECT COALESCE(SUM(in_count + out_count), 0) FROM line_buckets"
-    )
+    stored = table_rows(config.database_path, "SELECT COALESCE(SUM(in_count + out_count), 0) FROM line_buckets")
     assert stored == [(crossings,)]
     frames = table_rows(config.database_path, "SELECT SUM(frames) FROM zone_buckets")[0][0]
     assert frames == 150

@@ -56,9 +56,7 @@ def test_outside_systemd_nothing_is_sent() -> None:
 
 def test_watchdog_pings_at_half_the_interval(notify_socket) -> None:
     sock, path = notify_socket
-    notifier = Notifier(
-        {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000", "WATCHDOG_PID": str(os.getpid())}
-    )
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000", "WATCHDOG_PID": str(os.getpid())})
     assert notifier.watchdog_interval_s == 10
     assert notifier.watchdog(now=100.0)
     assert received(sock) == "WATCHDOG=1"

@@ -91,9 +91,7 @@ def test_a_bad_row_late_in_a_batch_leaves_nothing_half_written(memory_db: Databa
     assert not memory_db.conn.in_transaction
 
 
-def test_a_locked_database_gives_a_storage_error_and_keeps_earlier_rows(
-    file_db: Database, db_path: Path
-) -> None:
+def test_a_locked_database_gives_a_storage_error_and_keeps_earlier_rows(file_db: Database, db_path: Path) -> None:
     write_minutes(file_db, "dev", "cam", [LineMinute(T0, "door", 1, 1)])
     retry = [LineMinute(T0, "door", 9, 9), LineMinute(T0 + 60, "door", 9, 9)]
     holder = sqlite3.connect(db_path, isolation_level=None)

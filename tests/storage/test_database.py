@@ -25,9 +25,7 @@ def _count(db: Database, table: str) -> int:
 
 
 def _insert_event(db: Database, t: float) -> None:
-    db.execute(
-        "INSERT INTO events (device, source, t, kind, name) VALUES ('dev', 'cam', ?, 'line_in', 'door')", [t]
-    )
+    db.execute("INSERT INTO events (device, source, t, kind, name) VALUES ('dev', 'cam', ?, 'line_in', 'door')", [t])
 
 
 def test_a_file_database_uses_wal_foreign_keys_busy_timeout_and_normal_sync(db_path: Path) -> None:

@@ -58,9 +58,7 @@ def test_an_empty_batch_stores_nothing(memory_db: Database) -> None:
     assert _count(memory_db) == 0
 
 
-def test_a_locked_database_gives_a_storage_error_and_keeps_earlier_events(
-    file_db: Database, db_path: Path
-) -> None:
+def test_a_locked_database_gives_a_storage_error_and_keeps_earlier_events(file_db: Database, db_path: Path) -> None:
     record_events(file_db, "dev", "cam", [Event(1.0, EventKind.LINE_IN, "door")])
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")

@@ -76,9 +76,7 @@ def test_events_and_buckets_have_separate_limits(memory_db: Database) -> None:
 
 
 @pytest.mark.parametrize(("events_days", "buckets_days"), [(0, 30), (3, 0), (-1, 30), (2.5, 30), (True, 30)])
-def test_limits_below_one_whole_day_are_refused(
-    memory_db: Database, events_days: object, buckets_days: object
-) -> None:
+def test_limits_below_one_whole_day_are_refused(memory_db: Database, events_days: object, buckets_days: object) -> None:
     _fill(memory_db)
     with pytest.raises(ValueError, match="days"):
         apply_retention(memory_db, NOW, events_days, buckets_days)  # type: ignore[arg-type]

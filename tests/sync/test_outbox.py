@@ -119,9 +119,7 @@ def test_pending_returns_undelivered_messages_oldest_first_up_to_the_limit(db: D
     assert mark_delivered(db, first_two, at=NOW + 11) == 0  # already delivered
 
     assert [m.msg_id for m in pending(db)] == ids[2:]
-    assert (
-        db.execute("SELECT delivered_at FROM outbox WHERE id = ?", [first_two[0]]).fetchone()[0] == NOW + 10
-    )
+    assert db.execute("SELECT delivered_at FROM outbox WHERE id = ?", [first_two[0]]).fetchone()[0] == NOW + 10
 
 
 def test_pending_refuses_a_limit_below_one(db: Database) -> None:

@@ -67,9 +67,7 @@ def test_multiplier_of_one_gives_a_constant_delay() -> None:
         ({"reset_after_s": -1.0}, pytest.raises(ValueError, match="reset_after_s")),
     ],
 )
-def test_backoff_validates_its_settings(
-    kwargs: dict[str, float], expectation: AbstractContextManager[object]
-) -> None:
+def test_backoff_validates_its_settings(kwargs: dict[str, float], expectation: AbstractContextManager[object]) -> None:
     with expectation:
         Backoff(**kwargs)
 

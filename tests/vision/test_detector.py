@@ -40,9 +40,7 @@ def fake_ssd(
         "num_detections": ([1], [float(n if count is None else count)]),
     }
     nodes = [
-        helper.make_node(
-            "Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, dims, data)
-        )
+        helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, dims, data))
         for name, (dims, data) in values.items()
     ]
     graph = helper.make_graph(
@@ -78,9 +76,7 @@ def test_yolox_decoder_maps_one_known_anchor_to_its_box_in_the_source_frame() ->
     xyxy, scores = decode_yolox(raw, size, person_class=0, score_threshold=0.3)
 
     centre_x, centre_y = (5 + 0.5) * 16, (7 + 0.25) * 16
-    np.testing.assert_allclose(
-        xyxy, [[centre_x - 16, centre_y - 32, centre_x + 16, centre_y + 32]], atol=1e-4
-    )
+    np.testing.assert_allclose(xyxy, [[centre_x - 16, centre_y - 32, centre_x + 16, centre_y + 32]], atol=1e-4)
     np.testing.assert_allclose(scores, [0.72], atol=1e-6)
     # A 768x576 frame is scaled by 416/768 into the input, so the box grows back by 768/416.
     _, box = letterbox(np.zeros((576, 768, 3), np.uint8), size)
@@ -254,9 +250,7 @@ def test_detect_finds_plausible_people_on_sample_frames(
 
 @pytest.mark.integration
 @pytest.mark.parametrize("family", ["ssd", "yolox"])
-def test_black_frame_gives_nothing_that_could_start_a_track(
-    real_detectors: dict[str, Detector], family: str
-) -> None:
+def test_black_frame_gives_nothing_that_could_start_a_track(real_detectors: dict[str, Detector], family: str) -> None:
     detector = real_detectors[family]
     found = detector.detect(np.zeros((576, 768, 3), np.uint8))
     assert not (found.scores >= detector.spec.track_threshold).any()

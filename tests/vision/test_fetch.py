@@ -122,9 +122,7 @@ def test_bad_downloads_are_refused_by_name_and_leave_nothing_behind(
     assert list(dest.iterdir()) == []
 
 
-def test_a_failed_download_keeps_the_previous_good_file(
-    tmp_path: Path, manifest: Manifest, server: str
-) -> None:
+def test_a_failed_download_keeps_the_previous_good_file(tmp_path: Path, manifest: Manifest, server: str) -> None:
     (tmp_path / "tiny.onnx").write_bytes(b"old and wrong")
     with pytest.raises(ModelError):
         fetch_model("tiny", tmp_path, url=server + "/wrong", timeout=5, manifest=manifest)
@@ -159,6 +157,4 @@ def test_the_repository_manifest_points_yolox_nano_at_the_release(
     monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
     with pytest.raises(ModelError, match="yolox-nano"):
         fetch_model("yolox-nano", tmp_path, manifest=load_manifest())
-    assert seen == [
-        "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"
-    ]
+    assert seen == ["https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"]

@@ -87,13 +87,7 @@ def write_manifest(folder: Path, entries: dict[str, dict[str, object]], default:
     for name, fields in entries.items():
         lines.append(f"[models.{name}]")
         for key, value in fields.items():
-            text = (
-                f'"{value}"'
-                if isinstance(value, str)
-                else str(value).lower()
-                if isinstance(value, bool)
-                else value
-            )
+            text = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
             lines.append(f"{key} = {text}")
         lines.append("")
     path = folder / "manifest.toml"
@@ -129,10 +123,7 @@ def test_repository_manifest_has_default_ssd_and_pinned_yolox_release() -> None:
     assert (yolox.family, yolox.input_size, yolox.person_class) == ("yolox", (416, 416), 0)
     assert yolox.sha256 == YOLOX_RELEASE_SHA
     assert yolox.size == 3659407
-    assert (
-        yolox.url
-        == "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"
-    )
+    assert yolox.url == "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0/yolox_nano.onnx"
 
 
 def test_committed_ssd_file_matches_its_manifest_entry() -> None:
@@ -219,9 +210,7 @@ def test_explicit_family_that_contradicts_the_manifest_is_refused(tmp_path: Path
         ({"file": "../m.onnx"}, "models.m.file"),
     ],
 )
-def test_bad_manifest_values_are_reported_by_key(
-    tmp_path: Path, override: dict[str, object], key: str
-) -> None:
+def test_bad_manifest_values_are_reported_by_key(tmp_path: Path, override: dict[str, object], key: str) -> None:
     path = write_manifest(tmp_path, {"m": entry_for("m.onnx", b"x", **override)})
     with pytest.raises(ModelError, match=key):
         load_manifest(path)

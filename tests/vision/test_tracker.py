@@ -245,9 +245,7 @@ def test_scores_below_low_threshold_and_broken_boxes_are_ignored() -> None:
     tracker = ByteTracker()
     for t in range(4):
         update = tracker.update(frame((walk((50, 300), (6, 0), t), 0.9)))
-    noise = np.array(
-        [walk((50, 300), (6, 0), 4), (10, 10, 10, 50), (np.nan, 0, 5, 5), (30, 30, 20, 60)], np.float32
-    )
+    noise = np.array([walk((50, 300), (6, 0), 4), (10, 10, 10, 50), (np.nan, 0, 5, 5), (30, 30, 20, 60)], np.float32)
     update = tracker.update(Detections(noise, np.array([0.05, 0.9, 0.9, 0.9], np.float32)))
     assert update.tracks == ()
     assert ids(tracker.update(frame((walk((50, 300), (6, 0), 5), 0.9)))) == [1]
@@ -320,9 +318,7 @@ def test_update_costs_well_under_a_millisecond_with_thirty_people() -> None:
     costs = []
     for t in range(150):
         feet = start + step * t
-        boxes = np.concatenate([feet - np.array([20, 100]), feet + np.array([20, 0])], axis=1).astype(
-            np.float32
-        )
+        boxes = np.concatenate([feet - np.array([20, 100]), feet + np.array([20, 0])], axis=1).astype(np.float32)
         boxes += rng.normal(0, 1.5, boxes.shape).astype(np.float32)
         scores = rng.uniform(0.2, 0.95, 30).astype(np.float32)
         detections = Detections(boxes, scores)

@@ -1,0 +1,226 @@
+"""The sync service: one thread that connects to the broker, drains the outbox and closes windows.
+
+Every minute it closes finished aggregation windows into the outbox (``run_aggregation_once``) and,
+every ``sync.health_interval_s`` while connected, queues a health report (QoS 0). Between those it
+runs the outbox sender and applies the store's redemption reports to the ledger.
+
+Without an ``[mqtt]`` section there is no broker to talk to and no service: the agent still calls
+``run_aggregation_once`` on its own schedule so the aggregates wait in the outbox.
+
+The service opens its own database connections in its thread (sqlite connections stay in the
+thread that made them). The transport comes from a factory with the signature of
+``PahoTransport(config, client_id, will, on_connect)``; the service starts it, publishes the birth
+from ``on_connect`` and stops it (with the will) on the way out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlite_utils import Database
+
+from agent import __version__
+from agent.config import AgentConfig, MqttConfig
+from agent.coupons.ledger import Ledger
+from agent.storage.database import StorageError, open_database, transaction
+from agent.sync.aggregates import close_windows
+from agent.sync.birth import BdSeqFile, Birth, BirthInfo
+from agent.sync.health import CpuMeter, PipelineCounters, collect_health
+from agent.sync.mqtt import WillSource
+from agent.sync.outbox import enqueue
+from agent.sync.sender import OutboxSender
+from agent.sync.store_sharing import StoreSharing
+from agent.sync.topics import Topics
+from agent.sync.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+AGGREGATION_INTERVAL_S = 60.0
+HEALTH_QOS = 0
+DRAIN_SLICE_S = 0.5
+IDLE_S = 0.2
+PRUNE_INTERVAL_S = 3600.0
+
+
+class StartableTransport(Transport, Protocol):
+    """A transport that connects in the background once started (PahoTransport is one)."""
+
+    def start(self) -> object: ...
+
+
+TransportFactory = Callable[[MqttConfig, str, WillSource | None, Callable[[], None] | None], StartableTransport]
+"""Builds a transport, not yet started: ``(mqtt config, client id, will, on_connect)``."""
+
+
+def run_aggregation_once(
+    db: Database,
+    config: AgentConfig,
+    topics: Topics,
+    now: float | None = None,
+    *,
+    offers: Collection[tuple[int, int]] = (),
+) -> int:
+    """Close every finished window of the configured lines and zones into the outbox.
+
+    Returns the number of messages queued; safe to call as often as wanted (each window is
+    released once). Works with or without a broker.
+    """
+    return close_windows(
+        db,
+        topics.device,
+        topics,
+        time.time() if now is None else now,
+        config.sync,
+        list(config.camera.lines),
+        list(config.camera.zones),
+        offers=offers,
+    )
+
+
+def config_version(config: AgentConfig) -> str:
+    """The hex sha256 of the config as validated (what a birth reports as its config version)."""
+    return hashlib.sha256(config.model_dump_json().encode("utf-8")).hexdigest()
+
+
+class SyncService:
+    """Runs sync in its own thread until ``stop`` is set; ``start()`` then ``join()``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        db_path: Path | str,
+        topics: Topics,
+        transport_factory: TransportFactory,
+        stop: threading.Event,
+        *,
+        birth_info: BirthInfo | None = None,
+        counters: Callable[[], PipelineCounters] = PipelineCounters,
+        offers: Collection[tuple[int, int]] = (),
+        aggregation_interval_s: float = AGGREGATION_INTERVAL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if config.mqtt is None:
+            raise ValueError("the sync service needs an [mqtt] section; use run_aggregation_once without one")
+        if topics.device != config.device.id:
+            raise ValueError(f"topics are for {topics.device!r}, the config for {config.device.id!r}")
+        self.config = config
+        self.mqtt: MqttConfig = config.mqtt
+        self.db_path = Path(db_path)
+        self.topics = topics
+        self.stop_event = stop
+        self.client_id = config.mqtt.client_id or config.device.id
+        self.sharing = StoreSharing(topics)
+        self._factory = transport_factory
+        self._birth_info = birth_info or BirthInfo(__version__, None, config_version(config))
+        self._counters = counters
+        self._offers = tuple(offers)
+        self._aggregation_interval_s = aggregation_interval_s
+        self._clock = clock
+        self._thread: threading.Thread | None = None
+        self._errors: dict[str, int] = {}
+        self.sender: OutboxSender | None = None
+        self.transport: StartableTransport | None = None
+
+    def start(self) -> None:
+        """Start the service thread."""
+        if self._thread is not None:
+            raise RuntimeError("sync service already started")
+        self._thread = threading.Thread(target=self.run, name="sync", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end (set ``stop`` first)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """The thread body: connect, then send, aggregate and report until ``stop`` is set."""
+        db = open_database(self.db_path)
+        ledger: Ledger | None = None
+        transport: StartableTransport | None = None
+        try:
+            ledger = Ledger(self.db_path, self.config.device.id, self.topics, store=self.config.coupons.store)
+            birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
+            transport = self._connect(birth)
+            self.sharing.subscribe(transport)
+            sender = OutboxSender(db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days)
+            self.sender = sender
+            self._loop(db, ledger, transport, sender)
+            sender.drain_once(timeout=0)  # mark what was acknowledged while stopping
+        finally:
+            if transport is not None:
+                transport.stop()
+            if ledger is not None:
+                ledger.close()
+            db.close()
+            logger.info("sync service stopped")
+
+    def _connect(self, birth: Birth) -> StartableTransport:
+        holder: list[StartableTransport] = []
+
+        def connected() -> None:
+            birth.announce(holder[0])
+
+        transport = self._factory(self.mqtt, self.client_id, birth.will, connected)
+        holder.append(transport)
+        self.transport = transport
+        transport.start()
+        return transport
+
+    def _loop(self, db: Database, ledger: Ledger, transport: Transport, sender: OutboxSender) -> None:
+        stop = self.stop_event
+        next_aggregation = self._clock()
+        next_health = self._clock()
+        next_prune = self._clock()
+        cpu = CpuMeter()
+        while not stop.is_set():
+            now = self._clock()
+            if now >= next_aggregation:
+                next_aggregation = now + self._aggregation_interval_s
+                self._guarded("aggregation", self._aggregate, db, now)
+            if now >= next_health and transport.connected:
+                next_health = now + self.config.sync.health_interval_s
+                self._guarded("health", self._queue_health, db, cpu, now)
+            if now >= next_prune:
+                next_prune = now + PRUNE_INTERVAL_S
+                self._guarded("prune", sender.prune, now)
+            self._guarded("sender", sender.drain_once, DRAIN_SLICE_S)
+            self._guarded("store sharing", self.sharing.apply_pending, ledger)
+            if sender.idle or not transport.connected:
+                stop.wait(IDLE_S)
+
+    def _aggregate(self, db: Database, now: float) -> None:
+        run_aggregation_once(db, self.config, self.topics, now, offers=self._offers)
+
+    def _queue_health(self, db: Database, cpu: CpuMeter, now: float) -> None:
+        counters = self._counters()
+        errors = dict(counters.errors)
+        for kind, count in self._errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+        merged = PipelineCounters(fps=counters.fps, dropped_frames=counters.dropped_frames, errors=errors)
+        report = collect_health(db, self.topics.device, self.config.device.state_dir, merged, cpu, now=now)
+        with transaction(db):
+            enqueue(db, self.topics.health, report, qos=HEALTH_QOS, now=now)
+
+    def _guarded(self, what: str, step: Callable[..., object], *args: Any) -> None:
+        """Run one step; a storage failure or a bug is logged and counted, and the loop goes on."""
+        try:
+            step(*args)
+        except StorageError as exc:
+            self._errors["storage"] = self._errors.get("storage", 0) + 1
+            logger.error("sync %s: %s", what, exc)
+            if what == "sender" and self.sender is not None:
+                self.sender.reset()
+        except Exception:
+            self._errors["sync"] = self._errors.get("sync", 0) + 1
+            logger.exception("sync %s failed", what)

@@ -1,0 +1,84 @@
+"""Coupon scanning in the running agent: a camera showing a coupon is redeemed exactly once."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agent.config import parse_config
+from agent.coupons.ledger import Ledger
+from agent.coupons.token import Coupon, issue_token, new_serial
+from agent.runtime.scanning import ScanService
+from agent.sync.topics import Topics
+from agent.vision.source import parse_source
+
+KEY = Ed25519PrivateKey.generate()
+
+
+def coupon_clip(path: Path, token: str, frames: int = 40, shown: range = range(5, 30)) -> Path:
+    """A 10 fps clip of a counter; the coupon is held up to the camera during ``shown`` frames."""
+    qr = segno.make(token, error="m", mode="alphanumeric", boost_error=False)
+    out = path.parent / "code.png"
+    qr.save(str(out), scale=5, border=4)
+    code = cv2.imread(str(out))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for index in range(frames):
+        frame = np.full((480, 640, 3), 90, np.uint8)
+        cv2.rectangle(frame, (0, 380), (640, 480), (60, 40, 30), -1)  # the counter
+        if index in shown:
+            y, x = 60 + index % 3, 180 + index % 5  # a hand is never perfectly still
+            frame[y : y + code.shape[0], x : x + code.shape[1]] = code
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.mark.integration
+def test_a_coupon_held_in_front_of_the_camera_is_redeemed_once(tmp_path: Path) -> None:
+    now = int(time.time())
+    coupon = Coupon(1, 4, 77, new_serial(), now - 60, now + 3600, 5, 12)
+    clip = coupon_clip(tmp_path / "counter.avi", issue_token(coupon, KEY))
+    public = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    config = parse_config(
+        {
+            "device": {"id": "kiosk-2", "tenant": "acme", "store": "s12", "state_dir": str(tmp_path)},
+            "coupons": {"store": 12, "issuer_keys": {"4": public}, "scan_source": str(clip), "scan_fps": 10},
+        }
+    )
+    outcomes = []
+    with Ledger(config.database_path, "kiosk-2", Topics("acme", "s12", "kiosk-2"), store=12) as ledger:
+        service = ScanService(config, parse_source(str(clip)), ledger, threading.Event(), outcomes.append)
+        service.run()
+        rows = ledger.db.execute("SELECT serial, store, source FROM redemptions").fetchall()
+    assert service.stats.frames >= 30
+    assert service.stats.codes_seen >= 20  # seen in most frames it was shown in
+    assert [o.result.value for o in outcomes] == ["valid"]
+    assert rows == [(coupon.serial_hex, 12, "scanner")]
+
+
+@pytest.mark.integration
+def test_a_coupon_for_another_store_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    now = int(time.time())
+    coupon = Coupon(1, 4, 77, new_serial(), now - 60, now + 3600, 5, 99)
+    clip = coupon_clip(tmp_path / "counter.avi", issue_token(coupon, KEY))
+    public = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    config = parse_config(
+        {
+            "device": {"id": "kiosk-2", "state_dir": str(tmp_path)},
+            "coupons": {"store": 12, "issuer_keys": {"4": public}, "scan_source": str(clip), "scan_fps": 10},
+        }
+    )
+    outcomes = []
+    with Ledger(config.database_path, "kiosk-2", Topics("local", "local", "kiosk-2"), store=12) as ledger:
+        ScanService(config, parse_source(str(clip)), ledger, threading.Event(), outcomes.append).run()
+        assert ledger.db.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (0,)
+    assert [o.result.value for o in outcomes] == ["wrong_store"]
