@@ -41,6 +41,8 @@ FLUSH_ROWS = 1_000
 FLUSH_S = 0.25
 """...or once the oldest has waited this long (and whenever the outbox is drained or the link drops)."""
 PRUNE_CHUNK = 5_000
+READ_AHEAD = 500
+"""Rows read per query (at least ``batch_size``): fewer, larger reads under backlog."""
 
 _AFTER = (
     "SELECT id, msg_id, topic, payload, qos, retain, created_at, attempts, last_error FROM outbox"
@@ -246,7 +248,7 @@ class OutboxSender:
                 self._in_flight[row.id] = _InFlight(row, delivery, self._clock() + self._ack_timeout_s)
 
     def _read_ahead(self) -> bool:
-        rows = fetch_all(self._db, _AFTER, [self._cursor, self.batch_size])
+        rows = fetch_all(self._db, _AFTER, [self._cursor, max(self.batch_size, READ_AHEAD)])
         taken = set(self._acked)
         for values in rows:
             if values[0] in self._in_flight or values[0] in taken:

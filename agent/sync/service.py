@@ -105,6 +105,7 @@ class SyncService:
         aggregation_interval_s: float = AGGREGATION_INTERVAL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` gives the wall time stamped on what is queued; schedules use a monotonic clock."""
         if config.mqtt is None:
             raise ValueError("the sync service needs an [mqtt] section; use run_aggregation_once without one")
         if topics.device != config.device.id:
@@ -156,7 +157,7 @@ class SyncService:
             sender = OutboxSender(db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days)
             self.sender = sender
             self._loop(db, ledger, transport, sender)
-            sender.drain_once(timeout=0)  # mark what was acknowledged while stopping
+            self._guarded("sender", sender.drain_once, 0.0)  # mark what was acknowledged while stopping
         finally:
             if transport is not None:
                 transport.stop()
@@ -179,24 +180,24 @@ class SyncService:
 
     def _loop(self, db: Database, ledger: Ledger, transport: Transport, sender: OutboxSender) -> None:
         stop = self.stop_event
-        next_aggregation = self._clock()
-        next_health = self._clock()
-        next_prune = self._clock()
+        next_aggregation = next_health = next_prune = time.monotonic()
         cpu = CpuMeter()
         while not stop.is_set():
+            tick = time.monotonic()
             now = self._clock()
-            if now >= next_aggregation:
-                next_aggregation = now + self._aggregation_interval_s
-                self._guarded("aggregation", self._aggregate, db, now)
-            if now >= next_health and transport.connected:
-                next_health = now + self.config.sync.health_interval_s
-                self._guarded("health", self._queue_health, db, cpu, now)
-            if now >= next_prune:
-                next_prune = now + PRUNE_INTERVAL_S
-                self._guarded("prune", sender.prune, now)
-            self._guarded("sender", sender.drain_once, DRAIN_SLICE_S)
-            self._guarded("store sharing", self.sharing.apply_pending, ledger)
-            if sender.idle or not transport.connected:
+            ok = True
+            if tick >= next_aggregation:
+                next_aggregation = tick + self._aggregation_interval_s
+                ok &= self._guarded("aggregation", self._aggregate, db, now)
+            if tick >= next_health and transport.connected:
+                next_health = tick + self.config.sync.health_interval_s
+                ok &= self._guarded("health", self._queue_health, db, cpu, now)
+            if tick >= next_prune:
+                next_prune = tick + PRUNE_INTERVAL_S
+                ok &= self._guarded("prune", sender.prune, now)
+            ok &= self._guarded("sender", sender.drain_once, DRAIN_SLICE_S)
+            ok &= self._guarded("store sharing", self.sharing.apply_pending, ledger)
+            if not ok or sender.idle or not transport.connected:
                 stop.wait(IDLE_S)
 
     def _aggregate(self, db: Database, now: float) -> None:
@@ -212,10 +213,11 @@ class SyncService:
         with transaction(db):
             enqueue(db, self.topics.health, report, qos=HEALTH_QOS, now=now)
 
-    def _guarded(self, what: str, step: Callable[..., object], *args: Any) -> None:
+    def _guarded(self, what: str, step: Callable[..., object], *args: Any) -> bool:
         """Run one step; a storage failure or a bug is logged and counted, and the loop goes on."""
         try:
             step(*args)
+            return True
         except StorageError as exc:
             self._errors["storage"] = self._errors.get("storage", 0) + 1
             logger.error("sync %s: %s", what, exc)
@@ -224,3 +226,4 @@ class SyncService:
         except Exception:
             self._errors["sync"] = self._errors.get("sync", 0) + 1
             logger.exception("sync %s failed", what)
+        return False

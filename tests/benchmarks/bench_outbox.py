@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -34,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttConfig
 from agent.storage.database import open_database, transaction
-from agent.sync.mqtt import PahoTransport
+from agent.sync.mqtt import PahoDelivery, PahoTransport
 from agent.sync.outbox import enqueue
 from agent.sync.payloads import LedgerRecord
 from agent.sync.sender import OutboxSender
@@ -43,6 +44,8 @@ from agent.sync.topics import Topics
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 SENDER_TOPICS = Topics("bench", "store-1", "till-1")
 RAW_TOPIC = "retail/v1/bench/store-1/raw/ledger"
+WINDOWED_TOPIC = "retail/v1/bench/store-1/windowed/ledger"
+TRANSPORT_TOPIC = "retail/v1/bench/store-1/transport/ledger"
 
 
 def free_port() -> int:
@@ -121,9 +124,38 @@ class RawPublisher:
             self._done.wait_for(lambda: self.acked >= target, timeout=300)
         return time.perf_counter() - started
 
+    def run_windowed(self, payloads: list[str], window: int) -> float:
+        """Publish with at most ``window`` unacknowledged, refilling at half (as the sender does)."""
+        started = time.perf_counter()
+        pending: deque[paho.MQTTMessageInfo] = deque()
+        for text in payloads:
+            if len(pending) >= window:
+                pending[len(pending) // 2].wait_for_publish(60)
+                while pending and pending[0].is_published():
+                    pending.popleft()
+            pending.append(self.client.publish(WINDOWED_TOPIC, text.encode("utf-8"), qos=1))
+        for info in pending:
+            info.wait_for_publish(60)
+        return time.perf_counter() - started
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def run_transport_windowed(transport: PahoTransport, payloads: list[str], window: int) -> float:
+    """The sender's publishing pattern through PahoTransport, without the outbox: the transport's share."""
+    started = time.perf_counter()
+    pending: deque[PahoDelivery] = deque()
+    for text in payloads:
+        if len(pending) >= window:
+            pending[len(pending) // 2].wait(60)
+            while pending and pending[0].done():
+                pending.popleft()
+        pending.append(transport.publish(TRANSPORT_TOPIC, text.encode("utf-8"), qos=1))
+    for delivery in pending:
+        delivery.wait(60)
+    return time.perf_counter() - started
 
 
 def drain(sender: OutboxSender, count: int) -> tuple[int, float]:
@@ -138,19 +170,22 @@ def drain(sender: OutboxSender, count: int) -> tuple[int, float]:
     return delivered, time.perf_counter() - started
 
 
-def count_received(path: Path) -> tuple[set[str], set[str]]:
-    """Distinct msg_ids the subscriber saw, (raw, sender)."""
-    raw: set[str] = set()
-    sent: set[str] = set()
+def count_received(path: Path) -> dict[str, set[str]]:
+    """Distinct msg_ids the subscriber saw, by topic."""
+    seen: dict[str, set[str]] = {
+        RAW_TOPIC: set(),
+        WINDOWED_TOPIC: set(),
+        TRANSPORT_TOPIC: set(),
+        SENDER_TOPICS.ledger: set(),
+    }
     with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             topic, _, payload = line.partition(" ")
             try:
-                msg_id = json.loads(payload)["msg_id"]
+                seen.setdefault(topic, set()).add(json.loads(payload)["msg_id"])
             except (ValueError, KeyError):
                 continue
-            (raw if topic == RAW_TOPIC else sent).add(msg_id)
-    return raw, sent
+    return seen
 
 
 def main() -> int:
@@ -185,6 +220,10 @@ def main() -> int:
                         "-t",
                         RAW_TOPIC,
                         "-t",
+                        WINDOWED_TOPIC,
+                        "-t",
+                        TRANSPORT_TOPIC,
+                        "-t",
                         SENDER_TOPICS.ledger,
                     ],
                     stdout=out,
@@ -206,15 +245,23 @@ def main() -> int:
         sender = OutboxSender(db, transport, batch_size=args.batch, retention_days=7)
 
         size = args.n // args.blocks
-        raw_s = sender_s = 0.0
-        raw_sent = sender_done = 0
+        raw_s = windowed_s = transport_s = sender_s = 0.0
+        raw_sent = windowed_sent = transport_sent = sender_done = 0
         for block in range(args.blocks):
             chunk = payloads[block * size : (block + 1) * size if block < args.blocks - 1 else args.n]
-            order = ("raw", "sender") if block % 2 == 0 else ("sender", "raw")
+            order = ("raw", "windowed", "transport", "sender")
+            if block % 2:
+                order = order[::-1]
             for method in order:
                 if method == "raw":
                     raw_s += raw.run(chunk)
                     raw_sent += len(chunk)
+                elif method == "transport":
+                    transport_s += run_transport_windowed(transport, chunk, args.batch)
+                    transport_sent += len(chunk)
+                elif method == "windowed":
+                    windowed_s += raw.run_windowed(chunk, args.batch)
+                    windowed_sent += len(chunk)
                 else:
                     last = block == args.blocks - 1
                     delivered_now, seconds = drain(sender, args.n if last else len(chunk))
@@ -228,24 +275,46 @@ def main() -> int:
         transport.stop()
 
         raw_rate = raw_sent / raw_s
+        windowed_rate = windowed_sent / windowed_s
+        transport_rate = transport_sent / transport_s
         sender_rate = sender_done / sender_s
         print(f"raw paho QoS 1:   {raw_sent} msgs in {raw_s:.2f} s = {raw_rate:,.0f} msg/s (inflight {args.inflight})")
+        print(
+            f"raw paho, windowed: {windowed_sent} msgs in {windowed_s:.2f} s = {windowed_rate:,.0f} msg/s"
+            f" (at most {args.batch} unacknowledged, refilled at half)"
+        )
+        print(
+            f"PahoTransport, windowed: {transport_sent} msgs in {transport_s:.2f} s"
+            f" = {transport_rate:,.0f} msg/s (same pattern, no outbox)"
+        )
         print(
             f"outbox sender:    {sender_done} msgs in {sender_s:.2f} s = {sender_rate:,.0f} msg/s"
             f" (inflight {args.inflight}, batch {args.batch})"
         )
         print(f"ratio sender / raw: {sender_rate / raw_rate:.2f} (target >= 0.80)")
-        print(f"lost by broker acknowledgement: raw {raw_sent - raw_acked}, sender {args.n - delivered}")
+        print(
+            f"ratio PahoTransport windowed / raw windowed: {transport_rate / windowed_rate:.2f} (the transport's share)"
+        )
+        print(f"ratio sender / PahoTransport windowed: {sender_rate / transport_rate:.2f} (the outbox's share)")
+        print(
+            f"lost by broker acknowledgement: raw {raw_sent + windowed_sent - raw_acked}, sender {args.n - delivered}"
+        )
         if sub is not None:
             expected = {json.loads(text)["msg_id"] for text in payloads}
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                got_raw, got_sender = count_received(received_path)
-                if len(got_raw) >= args.n and len(got_sender) >= args.n:
+                seen = count_received(received_path)
+                if all(len(ids) >= args.n for ids in seen.values()):
                     break
                 time.sleep(0.5)
-            got_raw, got_sender = count_received(received_path)
-            print(f"lost at the subscriber: raw {len(expected - got_raw)}, sender {len(expected - got_sender)}")
+            seen = count_received(received_path)
+            print(
+                "lost at the subscriber:"
+                f" raw {len(expected - seen[RAW_TOPIC])},"
+                f" raw windowed {len(expected - seen[WINDOWED_TOPIC])},"
+                f" transport windowed {len(expected - seen[TRANSPORT_TOPIC])},"
+                f" sender {len(expected - seen[SENDER_TOPICS.ledger])}"
+            )
     finally:
         if sub is not None:
             sub.terminate()

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import pytest
 
 from agent.config import parse_config
@@ -26,19 +26,10 @@ LINES = {
 ZONES = {"walkway_centre": {"polygon": [[350, 200], [550, 200], [550, 340], [350, 340]]}}
 
 
-@pytest.fixture(scope="module")
-def short_clip(vtest_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def short_clip(vtest_clip: Callable[[int], Path]) -> Path:
     """The first 150 frames of the sample clip (15 s of video)."""
-    out = tmp_path_factory.mktemp("clip") / "short.avi"
-    capture = cv2.VideoCapture(str(vtest_path))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10, (768, 576))
-    for _ in range(150):
-        ok, image = capture.read()
-        assert ok
-        writer.write(image)
-    writer.release()
-    capture.release()
-    return out
+    return vtest_clip(150)
 
 
 def config_for(state_dir: Path, video: Path, **camera: object):
