@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +56,7 @@ def open_database(
         db.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
         db.execute("PRAGMA foreign_keys = ON")
         if not in_memory:
-            db.enable_wal()
+            _enable_wal(db, busy_timeout_s)
             if db.journal_mode != "wal":
                 logger.warning("database %s: WAL is not available here; readers may wait", name)
         db.execute(f"PRAGMA synchronous = {synchronous}")
@@ -71,6 +72,23 @@ def open_database(
         raise
     logger.info("opened database %s (synchronous=%s)", name, synchronous)
     return db
+
+
+def _enable_wal(db: Database, busy_timeout_s: float) -> None:
+    """Switch to WAL, retrying while another connection holds the lock.
+
+    Changing the journal mode of a fresh file needs the database to itself, and SQLite reports
+    a busy database at once for it instead of waiting out the busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def migrate(db: Database, migrations: Migrations = MIGRATIONS) -> list[str]:
