@@ -298,3 +298,13 @@ def write_password_file(path: Path, users: dict[str, str]) -> Path:
     for name, password in users.items():
         subprocess.run([MOSQUITTO_PASSWD, "-b", str(path), name, password], check=True, timeout=10)
     return path
+
+
+def wait_until(ready: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll ``ready`` every 20 ms until it holds or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return True
+        time.sleep(0.02)
+    return ready()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_broker import Broker, ClientTls, Received, Subscriber, free_port, mosquitto_available
+from sync_broker import Broker, ClientTls, Received, Subscriber, free_port, mosquitto_available, wait_until
 
 from agent.config import MqttConfig
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo, start_with_birth
@@ -33,15 +33,6 @@ TILL_1 = Topics("acme", "store-042", "till-1")
 TILL_2 = Topics("acme", "store-042", "till-2")
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_SHA = "c0" * 32
-
-
-def wait_until(ready: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return True
-        time.sleep(0.02)
-    return ready()
 
 
 def mqtt_config(broker: Broker, **changes: Any) -> MqttConfig:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_broker import Broker, Subscriber
+from sync_broker import Broker, Subscriber, wait_until
 
 from agent.config import AgentConfig, parse_config
 from agent.storage.database import fetch_all, open_database, transaction
@@ -20,15 +19,6 @@ from agent.sync.topics import Topics
 
 TOPICS = Topics("acme", "store-042", "till-1")
 TIMEOUT = 15.0
-
-
-def wait_until(ready: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return True
-        time.sleep(0.02)
-    return ready()
 
 
 def make_config(tmp_path: Path, broker: Broker | None = None) -> AgentConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlite_utils import Database
-from sync_broker import Broker
+from sync_broker import Broker, wait_until
 
 from agent.config import AgentConfig, parse_config
 from agent.coupons.ledger import Ledger
@@ -35,15 +35,6 @@ STORE = 42
 KEY = Ed25519PrivateKey.generate()
 KEYS = {3: KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)}
 TIMEOUT = 15.0
-
-
-def wait_until(ready: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return True
-        time.sleep(0.02)
-    return ready()
 
 
 def make_config(tmp_path: Path, device: str, broker: Broker | None = None) -> AgentConfig:
