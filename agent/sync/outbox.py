@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -40,6 +41,25 @@ class OutboxMessage:
     created_at: float
     attempts: int
     last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> OutboxMessage:
+        """A row selected as ``COLUMNS`` (the order of the fields)."""
+        return cls(
+            id=row[0],
+            msg_id=row[1],
+            topic=row[2],
+            payload=row[3],
+            qos=row[4],
+            retain=bool(row[5]),
+            created_at=row[6],
+            attempts=row[7],
+            last_error=row[8],
+        )
+
+
+COLUMNS = "id, msg_id, topic, payload, qos, retain, created_at, attempts, last_error"
+"""The outbox columns an OutboxMessage is read from, in field order."""
 
 
 @dataclass(frozen=True)
@@ -92,24 +112,10 @@ def pending(db: Database, limit: int = 100) -> list[OutboxMessage]:
         raise ValueError(f"limit must be at least 1, not {limit}")
     rows = fetch_all(
         db,
-        "SELECT id, msg_id, topic, payload, qos, retain, created_at, attempts, last_error FROM outbox"
-        " WHERE delivered_at IS NULL ORDER BY id LIMIT ?",
+        f"SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?",
         [limit],
     )
-    return [
-        OutboxMessage(
-            id=row[0],
-            msg_id=row[1],
-            topic=row[2],
-            payload=row[3],
-            qos=row[4],
-            retain=bool(row[5]),
-            created_at=row[6],
-            attempts=row[7],
-            last_error=row[8],
-        )
-        for row in rows
-    ]
+    return [OutboxMessage.from_row(row) for row in rows]
 
 
 def mark_delivered(db: Database, ids: Iterable[int], at: float | None = None) -> int:

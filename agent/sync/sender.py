@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from agent.storage.database import StorageError, fetch_all, transaction
-from agent.sync.outbox import OutboxMessage, mark_delivered, mark_failed
+from agent.sync.outbox import COLUMNS, OutboxMessage, mark_delivered, mark_failed
 from agent.sync.transport import Delivery, Transport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,7 @@ PRUNE_CHUNK = 5_000
 READ_AHEAD = 500
 """Rows read per query (at least ``batch_size``): fewer, larger reads under backlog."""
 
-_AFTER = (
-    "SELECT id, msg_id, topic, payload, qos, retain, created_at, attempts, last_error FROM outbox"
-    " WHERE delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?"
-)
+_AFTER = f"SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?"
 
 
 @dataclass
@@ -254,19 +251,7 @@ class OutboxSender:
             if values[0] in self._in_flight or values[0] in taken:
                 continue  # re-read after a resend: this one is already handled
             self._parked.pop(values[0], None)
-            self._buffer.append(
-                OutboxMessage(
-                    id=values[0],
-                    msg_id=values[1],
-                    topic=values[2],
-                    payload=values[3],
-                    qos=values[4],
-                    retain=bool(values[5]),
-                    created_at=values[6],
-                    attempts=values[7],
-                    last_error=values[8],
-                )
-            )
+            self._buffer.append(OutboxMessage.from_row(values))
         if rows:
             self._cursor = rows[-1][0]
         return bool(rows)

@@ -98,6 +98,17 @@ class Broker:
             lines.insert(0, "user root")
         return "\n".join(line for line in lines if line) + "\n"
 
+    def mqtt_section(self) -> dict[str, object]:
+        """An agent ``[mqtt]`` section for this plain broker, with quick keepalive and reconnects."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "tls": False,
+            "keepalive_s": 5,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+        }
+
     def start(self, extras: str | None = None, timeout: float = START_TIMEOUT_S) -> Broker:
         """Write the config (``extras`` kept for restarts) and start; return once the port accepts."""
         if self.process is not None and self.process.poll() is None:

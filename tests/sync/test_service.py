@@ -27,14 +27,7 @@ def make_config(tmp_path: Path, broker: Broker | None = None) -> AgentConfig:
         "camera": {"lines": {"entrance": {"a": [0.1, 0.5], "b": [0.9, 0.5]}}},
     }
     if broker is not None:
-        data["mqtt"] = {
-            "host": broker.host,
-            "port": broker.port,
-            "tls": False,
-            "keepalive_s": 5,
-            "reconnect_min_s": 0.1,
-            "reconnect_max_s": 0.5,
-        }
+        data["mqtt"] = broker.mqtt_section()
     return parse_config(data)
 
 

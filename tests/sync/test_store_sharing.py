@@ -43,14 +43,7 @@ def make_config(tmp_path: Path, device: str, broker: Broker | None = None) -> Ag
         "coupons": {"store": STORE},
     }
     if broker is not None:
-        data["mqtt"] = {
-            "host": broker.host,
-            "port": broker.port,
-            "tls": False,
-            "keepalive_s": 5,
-            "reconnect_min_s": 0.1,
-            "reconnect_max_s": 0.5,
-        }
+        data["mqtt"] = broker.mqtt_section()
     return parse_config(data)
 
 
