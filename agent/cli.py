@@ -83,7 +83,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _build_pipeline(config: AgentConfig, model: str | None, family: str | None) -> Any:
-    from agent.runtime.run import build_pipeline
+    from agent.vision.pipeline import build_pipeline
 
     if family:
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"family": family})})
@@ -163,7 +163,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(Path(args.config))
     configure_logging(config.logging.level)
-    return run_agent(config, threading.Event())
+    return run_agent(config, threading.Event(), config_path=Path(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.runtime.report import read_report
+
+    config = _load(args.config)
+    report = read_report(Path(args.db) if args.db else config.database_path, config.runtime.status_interval_s)
+    print(json.dumps(report.to_json()) if args.json else report.describe())
+    return EXIT_OK if report.running else EXIT_FAILURE
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -339,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("status", help="what the running agent is doing: components, rate, model, sync")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--db", help="database file (default: the config's state directory)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check-config", help="validate a config file and report every bad key")
     p.add_argument("file")

@@ -89,6 +89,8 @@ class CameraConfig(_Section):
     target_fps: float = Field(default=10.0, gt=0, le=120)
     queue_size: int = Field(default=2, ge=1, le=64)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    start_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """A camera that delivers no first frame within this time ends the agent with an error."""
     realtime: bool = True
     lines: dict[str, LineConfig] = Field(default_factory=dict)
     zones: dict[str, ZoneConfig] = Field(default_factory=dict)
@@ -228,6 +230,23 @@ class SyncConfig(_Section):
     """(campaign, offer) cells reported in every coupon window, decided in advance."""
 
 
+class RuntimeConfig(_Section):
+    """Supervision: how often components may fail, how long a required one may be down, status rate."""
+
+    max_restarts: int = Field(default=5, ge=0, le=1000)
+    restart_window_s: float = Field(default=600.0, gt=0, le=86_400)
+    restart_backoff_s: float = Field(default=1.0, ge=0, le=600)
+    restart_backoff_max_s: float = Field(default=30.0, ge=0, le=3600)
+    max_down_s: float = Field(default=60.0, gt=0, le=3600)
+    status_interval_s: float = Field(default=5.0, ge=0.5, le=300)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RuntimeConfig:
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("restart_backoff_max_s: must not be below restart_backoff_s")
+        return self
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -242,6 +261,7 @@ class AgentConfig(_Section):
     coupons: CouponsConfig = Field(default_factory=CouponsConfig)
     mqtt: MqttConfig | None = None
     sync: SyncConfig = Field(default_factory=SyncConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

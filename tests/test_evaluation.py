@@ -6,8 +6,8 @@ import pytest
 
 from agent.config import AgentConfig, ConfigError
 from agent.evaluation import accuracy, load_truth, score
-from agent.runtime.run import build_pipeline
 from agent.vision.count import CountReport, count_video
+from agent.vision.pipeline import build_pipeline
 from agent.vision.source import parse_source
 
 TRUTH = """

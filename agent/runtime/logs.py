@@ -42,3 +42,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def set_level(level: str) -> None:
+    """Change the log level of the running process (a reloaded config)."""
+    logging.getLogger().setLevel(level)

@@ -13,6 +13,8 @@ from agent.coupons.ledger import Ledger, Redemption
 from agent.coupons.live import LiveScanner
 from agent.coupons.scanner import decode_codes
 from agent.coupons.token import verify_token
+from agent.runtime.counting import CaptureFailed
+from agent.sync.topics import Topics
 from agent.vision.capture import FrameSource
 from agent.vision.source import SourceSpec
 
@@ -28,39 +30,51 @@ class ScanStats:
 
 
 class ScanService:
-    """Reads the scan camera at a modest rate, confirms codes over frames and redeems them once."""
+    """The scanning component: reads the scan camera at a modest rate, confirms codes over frames and
+    redeems them once. The ledger's connection is opened in the component's own thread."""
+
+    name = "scanning"
+    required = False
 
     def __init__(
         self,
         config: AgentConfig,
         source: SourceSpec,
-        ledger: Ledger,
-        stop: threading.Event,
         on_redemption: Callable[[Redemption], None] | None = None,
     ) -> None:
         self.config = config
         self.source = source
-        self.ledger = ledger
-        self.stop = stop
         self.on_redemption = on_redemption
         self.stats = ScanStats()
-        self._live = LiveScanner(confirm_frames=config.coupons.confirm_frames)
 
-    def run(self) -> None:
+    @property
+    def may_finish(self) -> bool:
+        """A file ends; a camera that stops delivering is a failure."""
+        return self.source.kind == "file"
+
+    def run(self, stop: threading.Event, running: Callable[[], None]) -> None:
+        device = self.config.device
+        topics = Topics(device.tenant, device.store, device.id)
+        with Ledger(self.config.database_path, device.id, topics, store=self.config.coupons.store) as ledger:
+            self._scan(ledger, stop, running)
+
+    def _scan(self, ledger: Ledger, stop: threading.Event, running: Callable[[], None]) -> None:
         coupons = self.config.coupons
+        live = LiveScanner(confirm_frames=coupons.confirm_frames)
         frames = FrameSource(
             self.source,
             queue_size=1,
             target_fps=coupons.scan_fps,
             realtime=True,
             reconnect_max_s=self.config.camera.reconnect_max_s,
-            stop=self.stop,
+            stop=stop,
             file_start_t=time.time(),
         )
         frames.start()
         logger.info("scanning coupons on %s at up to %.1f fps", self.source.label, coupons.scan_fps)
+        running()
         try:
-            while not self.stop.is_set():
+            while not stop.is_set():
                 frame = frames.get(timeout=0.5)
                 if frame is None:
                     if frames.finished:
@@ -69,16 +83,18 @@ class ScanService:
                 self.stats.frames += 1
                 codes = decode_codes(frame.image)
                 self.stats.codes_seen += len(codes)
-                for text in self._live.observe(codes, frame.t):
-                    self.handle(text)
+                for text in live.observe(codes, frame.t):
+                    self.handle(ledger, text)
         finally:
             frames.stop()
+        if not stop.is_set() and frames.error is not None:
+            raise CaptureFailed(f"{self.source.label}: capture stopped: {frames.error}") from frames.error
 
-    def handle(self, text: str) -> Redemption:
+    def handle(self, ledger: Ledger, text: str) -> Redemption:
         """Verify one confirmed code and redeem it; the outcome is logged in words for staff."""
         coupons = self.config.coupons
         verification = verify_token(text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time())
-        outcome = self.ledger.redeem(verification, source="scanner")
+        outcome = ledger.redeem(verification, source="scanner")
         if outcome.redeemed:
             self.stats.redeemed += 1
         else:

@@ -1,4 +1,4 @@
-"""Sync in the running agent: with a broker the sync service, without one aggregation into the outbox."""
+"""The sync component, and the store-sharing wiring it carries (a handler and a periodic task)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from collections.abc import Callable
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.storage.database import StorageError, open_database
+from agent.coupons.ledger import Ledger
+from agent.storage.status import SyncStatus
 from agent.sync.birth import BirthInfo
+from agent.sync.dispatch import Dispatcher
 from agent.sync.health import PipelineCounters
 from agent.sync.mqtt import PahoTransport
 from agent.sync.payloads import ModelVersion
-from agent.sync.service import SyncService, config_version, run_aggregation_once
+from agent.sync.service import SyncService, TransportFactory, config_version
+from agent.sync.store_sharing import STORE_REDEEMED_QOS, StoreSharing
 from agent.sync.topics import Topics
-from agent.vision.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-AGGREGATION_INTERVAL_S = 60.0
+STORE_SHARING_INTERVAL_S = 0.5
 
 
 def topics_of(config: AgentConfig) -> Topics:
@@ -27,45 +29,89 @@ def topics_of(config: AgentConfig) -> Topics:
     return Topics(device.tenant, device.store, device.id)
 
 
-def start_sync(
-    config: AgentConfig,
-    stop: threading.Event,
-    model: ModelSpec,
-    counters: Callable[[], PipelineCounters],
-) -> Callable[[float], None]:
-    """Start syncing in the background; returns a function that waits for it to end."""
-    if config.mqtt is None:
-        thread = threading.Thread(target=_aggregate_only, args=(config, stop), name="aggregation", daemon=True)
-        thread.start()
-        logger.info("no [mqtt] section: aggregates wait in the outbox")
-        return thread.join
-    info = BirthInfo(__version__, ModelVersion(name=model.name, sha256=model.sha256), config_version(config))
-    service = SyncService(
-        config,
-        config.database_path,
-        topics_of(config),
-        PahoTransport,
-        stop,
-        birth_info=info,
-        counters=counters,
-        offers=config.sync.coupon_offers,
-    )
-    service.start()
-    logger.info("syncing with %s:%d", config.mqtt.host, config.mqtt.port)
-    return service.join
+class StoreSharingTask:
+    """Applies the store's redemption reports to the ledger, on a connection of the sync thread."""
+
+    def __init__(self, config: AgentConfig, sharing: StoreSharing) -> None:
+        self.config = config
+        self.sharing = sharing
+        self._ledger: Ledger | None = None
+
+    def __call__(self, now: float) -> None:
+        if self._ledger is None:
+            device = self.config.device
+            self._ledger = Ledger(
+                self.config.database_path, device.id, topics_of(self.config), store=self.config.coupons.store
+            )
+        self.sharing.apply_pending(self._ledger, now=now)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
 
-def _aggregate_only(config: AgentConfig, stop: threading.Event) -> None:
-    """Close finished windows into the outbox every minute until stopped."""
-    db = open_database(config.database_path)
-    topics = topics_of(config)
-    try:
-        while True:
-            try:
-                run_aggregation_once(db, config, topics, offers=config.sync.coupon_offers)
-            except StorageError as exc:
-                logger.error("aggregation failed, retrying in a minute: %s", exc)
-            if stop.wait(AGGREGATION_INTERVAL_S):
-                return
-    finally:
-        db.close()
+def share_store_redemptions(dispatcher: Dispatcher, config: AgentConfig) -> StoreSharing:
+    """Register store sharing with the dispatcher: the store topic's handler and the task applying it."""
+    sharing = StoreSharing(topics_of(config))
+    dispatcher.on(sharing.topics.store_redeemed, sharing.handle, qos=STORE_REDEEMED_QOS)
+    task = StoreSharingTask(config, sharing)
+    dispatcher.every("store sharing", STORE_SHARING_INTERVAL_S, task, close=task.close)
+    return sharing
+
+
+class SyncComponent:
+    """Connects to the broker and drains the outbox while the agent runs (only with ``[mqtt]``)."""
+
+    name = "sync"
+    required = False
+    may_finish = False
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        birth: BirthInfo,
+        counters: Callable[[], PipelineCounters],
+        dispatcher: Dispatcher,
+        transport_factory: TransportFactory = PahoTransport,
+    ) -> None:
+        if config.mqtt is None:
+            raise ValueError("the sync component needs an [mqtt] section")
+        self.config = config
+        self.birth = birth
+        self.counters = counters
+        self.dispatcher = dispatcher
+        self.transport_factory = transport_factory
+        self.service: SyncService | None = None
+
+    def run(self, stop: threading.Event, running: Callable[[], None]) -> None:
+        service = SyncService(
+            self.config,
+            self.config.database_path,
+            topics_of(self.config),
+            self.transport_factory,
+            stop,
+            birth_info=self.birth,
+            counters=self.counters,
+            dispatcher=self.dispatcher,
+        )
+        self.service = service
+        mqtt = self.config.mqtt
+        assert mqtt is not None
+        logger.info("syncing with %s:%d", mqtt.host, mqtt.port)
+        service.run(running)
+
+    def status(self) -> SyncStatus:
+        service = self.service
+        if service is None:
+            return SyncStatus(enabled=True)
+        return SyncStatus(
+            enabled=True,
+            connected=service.connected,
+            last_connection_error=service.last_connection_error,
+        )
+
+
+def birth_info(config: AgentConfig, model_name: str, model_sha256: str) -> BirthInfo:
+    """What the birth message reports: agent, model and config versions."""
+    return BirthInfo(__version__, ModelVersion(name=model_name, sha256=model_sha256), config_version(config))

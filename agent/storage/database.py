@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,48 @@ def open_database(
         raise
     logger.info("opened database %s (synchronous=%s)", name, synchronous)
     return db
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer agent: this one does not know some of its migrations."""
+
+
+def open_readonly(path: Path | str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Database:
+    """Open an existing database for reading only: no migrations, no writes, no new file.
+
+    For readers beside the running agent (the console, ``retail-agent status``). A schema with
+    migrations this code does not know is refused with SchemaTooNew; an older schema opens, and a
+    reader finds its newer tables missing.
+    """
+    name = str(path)
+    if not Path(name).is_file():
+        raise StorageError(f"cannot open database {name}: no such file (has the agent run with this state directory?)")
+    uri = "file:" + urllib.parse.quote(str(Path(name).resolve())) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {name}: {exc}") from exc
+    db = Database(conn, execute_plugins=False)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        applied = {migration.name for migration in MIGRATIONS.applied(db)}
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"cannot read database {name}: {exc}") from exc
+    unknown = sorted(applied - {migration.name for migration in MIGRATIONS._migrations})
+    if unknown:
+        conn.close()
+        raise SchemaTooNew(
+            f"database {name} was written by a newer retail-agent (unknown schema changes: {', '.join(unknown)}); "
+            "upgrade this retail-agent to read it"
+        )
+    return db
+
+
+def has_table(db: Database, table: str) -> bool:
+    """Whether ``table`` exists (a reader of an older schema may not have it)."""
+    rows = fetch_all(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table])
+    return bool(rows)
 
 
 def _enable_wal(db: Database, busy_timeout_s: float) -> None:

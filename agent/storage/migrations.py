@@ -194,3 +194,21 @@ def _sync(db: Database) -> None:
         )
         """
     )
+
+
+@MIGRATIONS(name="0004_status")
+def _status(db: Database) -> None:
+    """The running agent's status, one row per writer, rewritten every few seconds.
+
+    ``doc`` is the status as JSON (component states, rate, model, config version, sync state); the
+    console and ``retail-agent status`` read it through the read-only open.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS status (
+            key TEXT PRIMARY KEY CHECK (key <> ''),
+            updated_at REAL NOT NULL,
+            doc TEXT NOT NULL CHECK (json_valid(doc))
+        )
+        """
+    )

@@ -154,6 +154,8 @@ class PahoTransport:
         self._pending: dict[int, PahoDelivery] = {}
         self._early: dict[int, ReasonCode] = {}
         self.connects = 0
+        self.last_error: str | None = None
+        """Why the last connection attempt failed or the connection was lost (None: never failed)."""
         """Successful connections so far (for tests and health)."""
 
         self._client = paho.Client(
@@ -313,6 +315,7 @@ class PahoTransport:
     def _note_failure(self, what: str) -> None:
         if self._stopping.is_set():
             return
+        self.last_error = what
         level = logging.INFO if self._failing else logging.WARNING
         logger.log(level, "cannot connect to %s:%d: %s", self.config.host, self.config.port, what)
         self._failing = True
@@ -368,6 +371,7 @@ class PahoTransport:
         if self._stopping.is_set():
             logger.debug("disconnected from the broker on stop (%s)", reason)
         elif was_connected:
+            self.last_error = f"connection lost: {reason}"
             logger.warning("lost the broker connection: %s (%#04x)", reason, reason.value)
 
     def _handle_publish(

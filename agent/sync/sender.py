@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from agent.storage.database import StorageError, fetch_all, transaction
+from agent.storage.database import fetch_all, transaction
 from agent.sync.outbox import COLUMNS, OutboxMessage, mark_delivered, mark_failed
 from agent.sync.transport import Delivery, Transport, TransportError
 
@@ -155,25 +154,6 @@ class OutboxSender:
                 self._wait_for_room(min(remaining, 0.1))
         delivered += self._flush()
         return delivered
-
-    def run(self, stop: threading.Event, idle_s: float = 0.25, prune_every_s: float = 3600.0) -> None:
-        """Drain until ``stop`` is set, pruning old delivered rows now and then.
-
-        A storage error is logged and retried after ``idle_s``; it never ends the loop.
-        """
-        next_prune = self._clock()
-        while not stop.is_set():
-            try:
-                if self._clock() >= next_prune:
-                    self.prune()
-                    next_prune = self._clock() + prune_every_s
-                self.drain_once(timeout=1.0)
-            except StorageError as exc:
-                logger.error("outbox sender: %s", exc)
-                self.reset()
-            if self.idle or not self._transport.connected:
-                stop.wait(idle_s)
-        self._flush()
 
     def prune(self, now: float | None = None) -> int:
         """Delete rows delivered more than ``retention_days`` before ``now``; returns how many."""

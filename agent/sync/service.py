@@ -1,11 +1,11 @@
-"""The sync service: one thread that connects to the broker, drains the outbox and closes windows.
+"""The sync service: one thread that connects to the broker and drains the outbox.
 
-Every minute it closes finished aggregation windows into the outbox (``run_aggregation_once``) and,
-every ``sync.health_interval_s`` while connected, queues a health report (QoS 0). Between those it
-runs the outbox sender and applies the store's redemption reports to the ledger.
+Every ``sync.health_interval_s`` while connected it queues a health report (QoS 0). Between outbox
+passes it runs the periodic tasks registered with its :class:`Dispatcher`; inbound messages go to
+the handlers registered there (store sharing, fleet commands). Sync itself knows no domain.
 
-Without an ``[mqtt]`` section there is no broker to talk to and no service: the agent still calls
-``run_aggregation_once`` on its own schedule so the aggregates wait in the outbox.
+Closing aggregation windows (``run_aggregation_once``) is the runtime's aggregation component: it
+runs with or without a broker, so the aggregates wait in the outbox while there is none.
 
 The service opens its own database connections in its thread (sqlite connections stay in the
 thread that made them). The transport comes from a factory with the signature of
@@ -27,21 +27,19 @@ from sqlite_utils import Database
 
 from agent import __version__
 from agent.config import AgentConfig, MqttConfig
-from agent.coupons.ledger import Ledger
 from agent.storage.database import StorageError, open_database, transaction
 from agent.sync.aggregates import close_windows
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo
+from agent.sync.dispatch import Dispatcher
 from agent.sync.health import CpuMeter, PipelineCounters, collect_health
 from agent.sync.mqtt import WillSource
 from agent.sync.outbox import enqueue
 from agent.sync.sender import OutboxSender
-from agent.sync.store_sharing import StoreSharing
 from agent.sync.topics import Topics
 from agent.sync.transport import Transport
 
 logger = logging.getLogger(__name__)
 
-AGGREGATION_INTERVAL_S = 60.0
 HEALTH_QOS = 0
 DRAIN_SLICE_S = 0.5
 IDLE_S = 0.2
@@ -101,8 +99,7 @@ class SyncService:
         *,
         birth_info: BirthInfo | None = None,
         counters: Callable[[], PipelineCounters] = PipelineCounters,
-        offers: Collection[tuple[int, int]] = (),
-        aggregation_interval_s: float = AGGREGATION_INTERVAL_S,
+        dispatcher: Dispatcher | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``clock`` gives the wall time stamped on what is queued; schedules use a monotonic clock."""
@@ -116,12 +113,10 @@ class SyncService:
         self.topics = topics
         self.stop_event = stop
         self.client_id = config.mqtt.client_id or config.device.id
-        self.sharing = StoreSharing(topics)
+        self.dispatcher = dispatcher or Dispatcher()
         self._factory = transport_factory
         self._birth_info = birth_info or BirthInfo(__version__, None, config_version(config))
         self._counters = counters
-        self._offers = tuple(offers)
-        self._aggregation_interval_s = aggregation_interval_s
         self._clock = clock
         self._thread: threading.Thread | None = None
         self._errors: dict[str, int] = {}
@@ -144,25 +139,39 @@ class SyncService:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def run(self) -> None:
-        """The thread body: connect, then send, aggregate and report until ``stop`` is set."""
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and self.transport.connected
+
+    @property
+    def last_connection_error(self) -> str | None:
+        """Why the broker could not be reached or the connection was lost, if the transport says."""
+        error = getattr(self.transport, "last_error", None)
+        return error if isinstance(error, str) else None
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Sync's own error counts by kind (storage, sync)."""
+        return dict(self._errors)
+
+    def run(self, running: Callable[[], None] | None = None) -> None:
+        """The thread body: connect, then send and report until ``stop`` is set."""
         db = open_database(self.db_path)
-        ledger: Ledger | None = None
         transport: StartableTransport | None = None
         try:
-            ledger = Ledger(self.db_path, self.config.device.id, self.topics, store=self.config.coupons.store)
             birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
             transport = self._connect(birth)
-            self.sharing.subscribe(transport)
+            self.dispatcher.subscribe_all(transport)
             sender = OutboxSender(db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days)
             self.sender = sender
-            self._loop(db, ledger, transport, sender)
+            if running is not None:
+                running()
+            self._loop(db, transport, sender)
             self._guarded("sender", sender.drain_once, 0.0)  # mark what was acknowledged while stopping
         finally:
             if transport is not None:
                 transport.stop()
-            if ledger is not None:
-                ledger.close()
+            self.dispatcher.close()
             db.close()
             logger.info("sync service stopped")
 
@@ -178,17 +187,14 @@ class SyncService:
         transport.start()
         return transport
 
-    def _loop(self, db: Database, ledger: Ledger, transport: Transport, sender: OutboxSender) -> None:
+    def _loop(self, db: Database, transport: Transport, sender: OutboxSender) -> None:
         stop = self.stop_event
-        next_aggregation = next_health = next_prune = time.monotonic()
+        next_health = next_prune = time.monotonic()
         cpu = CpuMeter()
         while not stop.is_set():
             tick = time.monotonic()
             now = self._clock()
             ok = True
-            if tick >= next_aggregation:
-                next_aggregation = tick + self._aggregation_interval_s
-                ok &= self._guarded("aggregation", self._aggregate, db, now)
             if tick >= next_health and transport.connected:
                 next_health = tick + self.config.sync.health_interval_s
                 ok &= self._guarded("health", self._queue_health, db, cpu, now)
@@ -196,12 +202,9 @@ class SyncService:
                 next_prune = tick + PRUNE_INTERVAL_S
                 ok &= self._guarded("prune", sender.prune, now)
             ok &= self._guarded("sender", sender.drain_once, DRAIN_SLICE_S)
-            ok &= self._guarded("store sharing", self.sharing.apply_pending, ledger)
+            ok &= self.dispatcher.run_due(now)
             if not ok or sender.idle or not transport.connected:
                 stop.wait(IDLE_S)
-
-    def _aggregate(self, db: Database, now: float) -> None:
-        run_aggregation_once(db, self.config, self.topics, now, offers=self._offers)
 
     def _queue_health(self, db: Database, cpu: CpuMeter, now: float) -> None:
         counters = self._counters()

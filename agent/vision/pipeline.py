@@ -6,13 +6,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.config import LineConfig, TrackerConfig, ZoneConfig
+from agent.config import AgentConfig, LineConfig, TrackerConfig, ZoneConfig, user_state_dir
 from agent.counting.geometry import Point, to_pixels
 from agent.counting.lines import Crossing, LineCounter
 from agent.counting.zones import ZoneCounter, ZoneFrame
 from agent.vision.detections import Detections
 from agent.vision.detector import Detector
-from agent.vision.models import ModelSpec
+from agent.vision.models import ModelSpec, default_model_dirs, resolve_model
 from agent.vision.source import Frame
 from agent.vision.tracker import ByteTracker, TrackerSettings
 
@@ -129,3 +129,24 @@ class TrafficPipeline:
             for zone, frame in zip(self._zones, result.zones, strict=True)
         )
         return FrameResult(-1, self._last_t, 0, tuple(crossings), zones)
+
+
+def build_detector(config: AgentConfig, model: str | None = None) -> Detector:
+    """Load the configured model (or ``model``), verified against its manifest."""
+    det = config.detector
+    dirs = default_model_dirs(config.device.state_dir)
+    dirs.insert(1, user_state_dir() / "models")  # models fetched by hand with `retail-agent models fetch`
+    spec = resolve_model(model or det.model, det.family, dirs)
+    return Detector(spec, threads=det.threads, score_threshold=det.score_threshold, tiles=det.tiles)
+
+
+def build_pipeline(config: AgentConfig, model: str | None = None, detector: Detector | None = None) -> TrafficPipeline:
+    """The configured detector (or ``detector``), tracker and counters."""
+    detector = detector or build_detector(config, model)
+    rules = CountingRules(
+        lines=config.camera.lines,
+        zones=config.camera.zones,
+        hold_frames=config.counting.hold_frames,
+        zone_min_frames=config.counting.zone_min_frames,
+    )
+    return TrafficPipeline(detector, rules, tracker_settings(config.tracker, detector.spec))

@@ -55,9 +55,9 @@ def test_a_coupon_held_in_front_of_the_camera_is_redeemed_once(tmp_path: Path) -
         }
     )
     outcomes = []
+    service = ScanService(config, parse_source(str(clip)), outcomes.append)
+    service.run(threading.Event(), lambda: None)
     with Ledger(config.database_path, "kiosk-2", Topics("acme", "s12", "kiosk-2"), store=12) as ledger:
-        service = ScanService(config, parse_source(str(clip)), ledger, threading.Event(), outcomes.append)
-        service.run()
         rows = ledger.db.execute("SELECT serial, store, source FROM redemptions").fetchall()
     assert service.stats.frames >= 30
     assert service.stats.codes_seen >= 20  # seen in most frames it was shown in
@@ -78,7 +78,7 @@ def test_a_coupon_for_another_store_is_refused_and_nothing_is_written(tmp_path: 
         }
     )
     outcomes = []
+    ScanService(config, parse_source(str(clip)), outcomes.append).run(threading.Event(), lambda: None)
     with Ledger(config.database_path, "kiosk-2", Topics("local", "local", "kiosk-2"), store=12) as ledger:
-        ScanService(config, parse_source(str(clip)), ledger, threading.Event(), outcomes.append).run()
         assert ledger.db.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (0,)
     assert [o.result.value for o in outcomes] == ["wrong_store"]

@@ -26,12 +26,12 @@ from paho.mqtt.properties import Properties
 from sqlite_utils import Database
 from sync_broker import Broker
 
-from agent.config import MqttConfig
+from agent.config import AgentConfig, MqttConfig, parse_config
 from agent.storage.database import open_database, transaction
 from agent.sync.mqtt import PahoTransport
 from agent.sync.outbox import depth, enqueue
 from agent.sync.payloads import LedgerRecord
-from agent.sync.sender import OutboxSender
+from agent.sync.service import SyncService
 from agent.sync.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -92,9 +92,20 @@ class PlatformSubscriber:
 
 @pytest.fixture
 def platform(mosquitto: Broker) -> Iterator[PlatformSubscriber]:
-    subscriber = PlatformSubscriber(mosquitto).start(f"{TOPICS.prefix}/#")
+    subscriber = PlatformSubscriber(mosquitto).start(TOPICS.ledger)  # health reports are not counted here
     yield subscriber
     subscriber.stop()
+
+
+def agent_config(tmp_path: Path, broker: Broker) -> AgentConfig:
+    """A device whose sync service talks to ``broker`` with short reconnect delays and small batches."""
+    return parse_config(
+        {
+            "device": {"id": TOPICS.device, "tenant": TOPICS.tenant, "store": TOPICS.store, "state_dir": str(tmp_path)},
+            "mqtt": mqtt_config(broker).model_dump(mode="json", exclude_none=True),
+            "sync": {"batch_size": 20},
+        }
+    )
 
 
 def mqtt_config(broker: Broker) -> MqttConfig:
@@ -138,19 +149,13 @@ def undelivered(db_path: Path) -> int:
 def test_a_broker_outage_loses_nothing_and_repeats_are_only_duplicates_by_msg_id(
     mosquitto: Broker, platform: PlatformSubscriber, tmp_path: Path
 ) -> None:
-    db_path = tmp_path / "agent.db"
+    config = agent_config(tmp_path, mosquitto)
+    db_path = config.database_path
     open_database(db_path).close()
-    transport = PahoTransport(mqtt_config(mosquitto), TOPICS.device).start()
     stop = threading.Event()
+    service = SyncService(config, db_path, TOPICS, PahoTransport, stop)  # what the sync component runs
     produced: list[str] = []
     depth_at_restart: list[int] = []
-
-    def send() -> None:
-        db = open_database(db_path)
-        try:
-            OutboxSender(db, transport, batch_size=20, retention_days=7).run(stop, idle_s=0.02)
-        finally:
-            db.close()
 
     def produce() -> None:
         db = open_database(db_path)
@@ -161,15 +166,14 @@ def test_a_broker_outage_loses_nothing_and_repeats_are_only_duplicates_by_msg_id
         finally:
             db.close()
 
-    sender = threading.Thread(target=send)
     producer = threading.Thread(target=produce)
+    service.start()
     try:
-        assert wait_until(lambda: transport.connected, 10)
-        sender.start()
+        assert wait_until(lambda: service.connected, 10)
         producer.start()
         assert wait_until(lambda: len(produced) >= 60, 10)
         mosquitto.stop()  # SIGTERM: the broker saves its sessions and goes away
-        assert wait_until(lambda: not transport.connected, 5)
+        assert wait_until(lambda: not service.connected, 5)
         time.sleep(1.5)  # the producer keeps writing; nothing can be sent
         depth_at_restart.append(undelivered(db_path))
         mosquitto.start()
@@ -180,12 +184,12 @@ def test_a_broker_outage_loses_nothing_and_repeats_are_only_duplicates_by_msg_id
     finally:
         stop.set()
         producer.join(TIMEOUT)
-        sender.join(TIMEOUT)
-        transport.stop()
+        service.join(TIMEOUT)
 
     received = platform.received()
     assert depth_at_restart[0] > 0, "the outage did not hold anything back"
-    assert transport.connects >= 2
+    assert isinstance(service.transport, PahoTransport)
+    assert service.transport.connects >= 2
     assert len(produced) == 300
     assert set(received) == set(produced)
     counts = Counter(received)
@@ -194,21 +198,23 @@ def test_a_broker_outage_loses_nothing_and_repeats_are_only_duplicates_by_msg_id
 
 CHILD = """
 import signal, sys, threading
-from agent.config import MqttConfig
-from agent.storage.database import open_database
+from pathlib import Path
+from agent.config import parse_config
 from agent.sync.mqtt import PahoTransport
-from agent.sync.sender import OutboxSender
+from agent.sync.service import SyncService
+from agent.sync.topics import Topics
 
-db_path, port = sys.argv[1], int(sys.argv[2])
+db_path, port = Path(sys.argv[1]), int(sys.argv[2])
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
-config = MqttConfig(host="127.0.0.1", port=port, tls=False, reconnect_min_s=0.1, reconnect_max_s=0.5)
-transport = PahoTransport(config, "till-1").start()
-db = open_database(db_path)
+config = parse_config({
+    "device": {"id": "till-1", "tenant": "acme", "store": "store-042", "state_dir": str(db_path.parent)},
+    "storage": {"database": db_path.name},
+    "mqtt": {"host": "127.0.0.1", "port": port, "tls": False, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
+    "sync": {"batch_size": 20},
+})
 print("ready", flush=True)
-OutboxSender(db, transport, batch_size=20, retention_days=7).run(stop, idle_s=0.02)
-transport.stop()
-db.close()
+SyncService(config, db_path, Topics("acme", "store-042", "till-1"), PahoTransport, stop).run()
 """
 
 

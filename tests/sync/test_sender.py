@@ -361,38 +361,6 @@ def test_prune_deletes_only_delivered_rows_older_than_retention(db: Database) ->
     assert not set(old) & set(remaining)
 
 
-def test_run_drains_new_rows_until_stopped(tmp_path: object) -> None:
-    path = f"{tmp_path}/agent.db"
-    writer = open_database(path)
-    transport = FakeTransport()
-    transport.auto_ack = True
-    stop = threading.Event()
-    done = threading.Event()
-
-    def loop() -> None:
-        reader = open_database(path)
-        OutboxSender(reader, transport, batch_size=4, retention_days=7).run(stop, idle_s=0.02)
-        reader.close()
-        done.set()
-
-    thread = threading.Thread(target=loop)
-    thread.start()
-    try:
-        ids = fill(writer, 10)
-        ids += fill(writer, 5)
-        for _ in range(200):
-            if depth(writer).pending == 0:
-                break
-            stop.wait(0.02)
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-    assert done.is_set()
-    assert transport.sent_msg_ids() == ids
-    assert depth(writer).pending == 0
-    writer.close()
-
-
 @pytest.mark.parametrize(
     ("batch_size", "retention_days"),
     [(0, 7), (10, 0), (True, 7), (10, 1.5)],

@@ -74,7 +74,7 @@ def test_the_service_needs_a_broker_section(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_the_service_announces_itself_sends_aggregates_and_health_and_leaves_its_will(
+def test_the_service_announces_itself_sends_queued_aggregates_and_health_and_leaves_its_will(
     mosquitto: Broker, tmp_path: Path
 ) -> None:
     config = make_config(tmp_path, mosquitto)
@@ -82,6 +82,9 @@ def test_the_service_announces_itself_sends_aggregates_and_health_and_leaves_its
     write_counts(db_path, int(time.time() // 900 * 900) - 3600, 2, 3)
     platform = Subscriber(mosquitto, client_id="platform").connect()
     platform.subscribe(f"{TOPICS.prefix}/#")
+    db = open_database(db_path)
+    run_aggregation_once(db, config, TOPICS)  # the aggregation component's work: windows into the outbox
+    db.close()
     stop = threading.Event()
     service = SyncService(config, db_path, TOPICS, PahoTransport, stop)
     service.start()
