@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.contract.payloads import ModelVersion
+from agent.contract.topics import Topics
 from agent.storage.database import StorageError, open_database
 from agent.sync.birth import BirthInfo
 from agent.sync.health import PipelineCounters
 from agent.sync.mqtt import PahoTransport
-from agent.sync.payloads import ModelVersion
 from agent.sync.service import SyncService, config_version, run_aggregation_once
-from agent.sync.topics import Topics
 from agent.vision.models import ModelSpec
 
 logger = logging.getLogger(__name__)
