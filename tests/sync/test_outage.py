@@ -27,12 +27,13 @@ from sqlite_utils import Database
 from sync_broker import Broker
 
 from agent.config import MqttConfig
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import LedgerRecord
+from agent.contract.topics import Topics
 from agent.storage.database import open_database, transaction
+from agent.storage.outbox import depth, enqueue
 from agent.sync.mqtt import PahoTransport
-from agent.sync.outbox import depth, enqueue
-from agent.sync.payloads import LedgerRecord
 from agent.sync.sender import OutboxSender
-from agent.sync.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +124,7 @@ def queue_records(db: Database, start: int, count: int) -> list[str]:
                 window_start=int(now // 900 * 900),
                 sent_at=now,
             )
-            ids.append(enqueue(db, TOPICS.ledger, record, qos=1, now=now))
+            ids.append(enqueue(db, MessageKind.LEDGER, record, qos=1, now=now))
     return ids
 
 
@@ -148,7 +149,7 @@ def test_a_broker_outage_loses_nothing_and_repeats_are_only_duplicates_by_msg_id
     def send() -> None:
         db = open_database(db_path)
         try:
-            OutboxSender(db, transport, batch_size=20, retention_days=7).run(stop, idle_s=0.02)
+            OutboxSender(db, transport, batch_size=20, retention_days=7, topics=TOPICS).run(stop, idle_s=0.02)
         finally:
             db.close()
 
@@ -197,6 +198,8 @@ import signal, sys, threading
 from agent.config import MqttConfig
 from agent.storage.database import open_database
 from agent.sync.mqtt import PahoTransport
+from agent.contract.kinds import MessageKind
+from agent.contract.topics import Topics
 from agent.sync.sender import OutboxSender
 
 db_path, port = sys.argv[1], int(sys.argv[2])
@@ -206,7 +209,8 @@ config = MqttConfig(host="127.0.0.1", port=port, tls=False, reconnect_min_s=0.1,
 transport = PahoTransport(config, "till-1").start()
 db = open_database(db_path)
 print("ready", flush=True)
-OutboxSender(db, transport, batch_size=20, retention_days=7).run(stop, idle_s=0.02)
+topics = Topics("acme", "store-042", "till-1")
+OutboxSender(db, transport, batch_size=20, retention_days=7, topics=topics).run(stop, idle_s=0.02)
 transport.stop()
 db.close()
 """
