@@ -7,14 +7,13 @@ import threading
 from collections.abc import Callable
 
 from agent.config import AgentConfig, user_state_dir
-from agent.coupons.ledger import Ledger
+from agent.coupons.desk import CouponDesk
 from agent.runtime.scanning import ScanService
 from agent.runtime.service import TrafficService
 from agent.runtime.supervisor import run_with_restarts, stop_on_signals
 from agent.runtime.syncing import start_sync
 from agent.runtime.systemd import Notifier
 from agent.storage.database import open_database
-from agent.sync.topics import Topics
 from agent.vision.detector import Detector
 from agent.vision.models import default_model_dirs, resolve_model
 from agent.vision.pipeline import CountingRules, FrameResult, TrafficPipeline, tracker_settings
@@ -72,14 +71,12 @@ def _start_scanning(config: AgentConfig, stop: threading.Event) -> threading.Thr
     """Coupon scanning on its own camera and thread, when ``coupons.scan_source`` is set."""
     if config.coupons.scan_source is None:
         return None
-    device = config.device
-    topics = Topics(device.tenant, device.store, device.id)
     source = parse_source(config.coupons.scan_source)
 
     def scan() -> None:
-        # The ledger's connection belongs to the thread that uses it.
-        with Ledger(config.database_path, device.id, topics, store=config.coupons.store) as ledger:
-            run_with_restarts("scanning", ScanService(config, source, ledger, stop).run, stop)
+        # The desk's connection belongs to the thread that uses it.
+        with CouponDesk.from_config(config) as desk:
+            run_with_restarts("scanning", ScanService(config, source, desk, stop).run, stop)
 
     thread = threading.Thread(target=scan, name="scanning", daemon=True)
     thread.start()

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config import AgentConfig
-from agent.coupons.ledger import Ledger, Redemption
+from agent.coupons.desk import CouponDesk
+from agent.coupons.ledger import DEFAULT_ACTORS, Redemption
 from agent.coupons.live import LiveScanner
 from agent.coupons.scanner import decode_codes
-from agent.coupons.token import verify_token
 from agent.vision.capture import FrameSource
 from agent.vision.source import SourceSpec
 
@@ -34,13 +34,13 @@ class ScanService:
         self,
         config: AgentConfig,
         source: SourceSpec,
-        ledger: Ledger,
+        desk: CouponDesk,
         stop: threading.Event,
         on_redemption: Callable[[Redemption], None] | None = None,
     ) -> None:
         self.config = config
         self.source = source
-        self.ledger = ledger
+        self.desk = desk
         self.stop = stop
         self.on_redemption = on_redemption
         self.stats = ScanStats()
@@ -76,9 +76,7 @@ class ScanService:
 
     def handle(self, text: str) -> Redemption:
         """Verify one confirmed code and redeem it; the outcome is logged in words for staff."""
-        coupons = self.config.coupons
-        verification = verify_token(text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time())
-        outcome = self.ledger.redeem(verification, source="scanner")
+        outcome = self.desk.redeem(text, DEFAULT_ACTORS["scanner"], "scanner")
         if outcome.redeemed:
             self.stats.redeemed += 1
         else:
