@@ -189,23 +189,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ledger(config: AgentConfig, db: str | None) -> Any:
-    from agent.coupons.ledger import Ledger
-    from agent.sync.topics import Topics
+def _desk(config: AgentConfig, db: str | None) -> Any:
+    from agent.coupons.desk import CouponDesk
 
-    device = config.device
-    topics = Topics(device.tenant, device.store, device.id)
-    return Ledger(Path(db) if db else config.database_path, device.id, topics, store=config.coupons.store)
+    return CouponDesk.from_config(config, Path(db) if db else None)
+
+
+def _actor(text: str) -> Any:
+    from agent.storage.audit import Actor
+
+    try:
+        return Actor.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--actor: {exc}") from None
 
 
 def cmd_redeem(args: argparse.Namespace) -> int:
-    from agent.coupons.token import verify_token
-
     config = _load(args.config)
-    coupons = config.coupons
-    verification = verify_token(args.text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time())
-    with _ledger(config, args.db) as ledger:
-        outcome = ledger.redeem(verification, source="cli")
+    actor = _actor(args.actor)
+    with _desk(config, args.db) as desk:
+        outcome = desk.redeem(args.text, actor, "cli")
     coupon = outcome.coupon
     result = {
         "result": outcome.result.value,
@@ -226,12 +229,17 @@ def cmd_redeem(args: argparse.Namespace) -> int:
 
 def cmd_erase(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    with _ledger(config, args.db) as ledger:
+    actor = _actor(args.actor)
+    with _desk(config, args.db) as desk:
         try:
-            removed = ledger.erase_coupon(args.coupon, actor=args.actor)
+            erasure = desk.erase(args.coupon, actor)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    print(f"coupon {args.coupon.lower()}: {removed} record(s) erased; the erasure is in the audit log")
+    print(f"coupon {args.coupon.lower()}: {erasure.total_removed} record(s) erased; the erasure is in the audit log")
+    if erasure.tombstoned:
+        print("  the coupon stays refused as already redeemed (only a keyed hash of its serial is kept)")
+    if erasure.kept_undelivered:
+        print(f"  {erasure.kept_undelivered} undelivered settlement/store message(s) kept: they leave with the outbox")
     return EXIT_OK
 
 
@@ -260,31 +268,29 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from agent.storage.database import fetch_all, open_database
-    from agent.sync.outbox import depth
+    from agent.storage.database import open_database
+    from agent.storage.outbox import depth, pending_by_kind
 
     config = _load(args.config)
     db = open_database(Path(args.db) if args.db else config.database_path)
     try:
         state = depth(db)
-        topics = fetch_all(
-            db, "SELECT topic, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY topic ORDER BY topic"
-        )
+        kinds = pending_by_kind(db)
     finally:
         db.close()
     report = {
         "pending": state.pending,
         "oldest_pending_age_s": None if state.oldest_pending_age_s is None else round(state.oldest_pending_age_s, 1),
         "last_error": state.last_error,
-        "by_topic": {topic: count for topic, count in topics},
+        "by_kind": {kind.value: count for kind, count in kinds.items()},
     }
     if args.json:
         print(json.dumps(report))
     else:
         age = "-" if state.oldest_pending_age_s is None else f"{state.oldest_pending_age_s:.0f} s"
         print(f"outbox: {state.pending} message(s) waiting, oldest {age}, last error: {state.last_error or 'none'}")
-        for topic, count in topics:
-            print(f"  {count:>7}  {topic}")
+        for kind, count in kinds.items():
+            print(f"  {count:>7}  {kind.value}")
     return EXIT_OK
 
 
@@ -333,17 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help='the token text, "C1:..."')
     p.add_argument("--config", help="TOML config with the [coupons] section")
     p.add_argument("--db", help="database file (default: the config's state directory)")
+    p.add_argument("--actor", default="cli", help="who redeems, as ROLE or ROLE:ID (for the audit log)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_redeem)
 
-    p = sub.add_parser("erase", help="erase a coupon's local records (right to erasure), audited")
+    p = sub.add_parser("erase", help="erase a coupon's local records (right to erasure); it stays refused; audited")
     p.add_argument("--coupon", required=True, metavar="SERIAL", help="the serial, 32 hex digits")
-    p.add_argument("--actor", default="cli", help="who asks, by role or PIN id (for the audit log)")
+    p.add_argument(
+        "--actor", default="cli", help="who asks, as ROLE or ROLE:ID, e.g. manager or staff:0042 (for the audit log)"
+    )
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.set_defaults(func=cmd_erase)
 
-    p = sub.add_parser("outbox", help="what waits to be sent: depth, oldest age, last error")
+    p = sub.add_parser("outbox", help="what waits to be sent: depth by message kind, oldest age, last error")
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

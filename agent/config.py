@@ -21,7 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from agent.contract.payloads import NAME_PATTERN as WIRE_NAME_PATTERN
+
+NAME_PATTERN = re.compile(WIRE_NAME_PATTERN)
 DEFAULT_STATE_DIR = Path("/var/lib/retail-agent")
 
 

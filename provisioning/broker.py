@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.sync.topics import ROOT, VERSION, check_segment
+from agent.contract.topics import ROOT, VERSION, check_segment
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.sync.topics import check_segment
+from agent.contract.topics import check_segment
 
 logger = logging.getLogger(__name__)
 

@@ -62,12 +62,12 @@ def test_issue_scan_redeem_and_refuse_the_second_time(issued: tuple[Path, Path])
     db = config.parent / "state" / "agent.db"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (1,)
-        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE topic LIKE '%/ledger'").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'ledger'").fetchone() == (1,)
 
     waiting = agent("outbox", "--config", str(config), "--json")
     assert waiting.returncode == 0, waiting.stderr
     depth = json.loads(waiting.stdout)
-    assert depth["by_topic"]["retail/v1/local/local/till-1/ledger"] == 1
+    assert depth["by_kind"] == {"ledger": 1, "store_redeemed": 1}
     assert depth["last_error"] is None
 
 
@@ -83,17 +83,33 @@ def test_a_forged_token_is_refused_in_words(issued: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.integration
-def test_erase_removes_the_redemption_and_is_audited(issued: tuple[Path, Path]) -> None:
+def test_erase_removes_the_redemption_keeps_the_coupon_refused_and_is_audited(issued: tuple[Path, Path]) -> None:
     config, batch = issued
     token = batch.joinpath("tokens.txt").read_text().splitlines()[0]
     redeemed = json.loads(agent("redeem", token, "--config", str(config), "--json").stdout)
-    erased = agent("erase", "--coupon", redeemed["serial"], "--config", str(config), "--actor", "manager")
+    erased = agent("erase", "--coupon", redeemed["serial"], "--config", str(config), "--actor", "staff:0042")
     assert erased.returncode == 0, erased.stderr
+    assert "stays refused" in erased.stdout
+    assert "2 undelivered" in erased.stdout
     with sqlite3.connect(config.parent / "state" / "agent.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (0,)
-        assert conn.execute("SELECT actor, action, subject FROM audit").fetchall() == [
-            ("manager", "erase", redeemed["serial"])
+        assert conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'ledger' AND delivered_at IS NULL"
+        ).fetchone() == (1,)
+        assert conn.execute("SELECT actor, action, outcome FROM audit ORDER BY id").fetchall() == [
+            ("cli", "redeem", "ok"),
+            ("staff:0042", "erase", "ok"),
         ]
+    again = agent("redeem", token, "--config", str(config), "--json")
+    assert again.returncode == 1
+    assert json.loads(again.stdout)["result"] == "already_redeemed"
+
+
+def test_erase_with_an_actor_that_is_not_a_role_is_a_usage_error(issued: tuple[Path, Path]) -> None:
+    config, _batch = issued
+    done = agent("erase", "--coupon", "ab" * 16, "--config", str(config), "--actor", "Jane Doe")
+    assert done.returncode == 2
+    assert "--actor: actor role 'Jane Doe' must be one of" in done.stderr
 
 
 def test_scan_of_an_unreadable_image_exits_with_code_2(tmp_path: Path) -> None:

@@ -1,19 +1,26 @@
-"""The redemption ledger: each coupon is redeemed at most once, durably, with its outbox message.
+"""The redemption ledger: each coupon is redeemed at most once, durably, with its outbox messages.
 
 A redemption is one ``BEGIN IMMEDIATE`` transaction on a connection with ``synchronous=FULL``:
 insert the serial once (``INSERT ... ON CONFLICT DO NOTHING RETURNING``) unless another device of
-the store already reported it, queue the ``ledger`` message and the store report (``_store/redeemed``,
-see agent.sync.store_sharing), commit. Only after the commit has
-returned is the coupon reported as redeemed, so a crash or a power cut can lose an unreported
-redemption but never report one that is not on disk, and the message exists exactly when the
-redemption does.
+the store already reported it or it was erased after a redemption, queue the ``ledger`` settlement
+record and the store report (kind ``store_redeemed``, shared with the store's other devices), write
+the audit row, commit. Only after the commit has returned is the coupon reported as redeemed, so a
+crash or a power cut can lose an unreported redemption but never report one that is not on disk,
+and the messages exist exactly when the redemption does.
 
-A Ledger holds one sqlite3 connection: use it from the thread that created it.
+Erasure removes what relates a coupon to a person's visit (the redemption row, conflicts, the
+store's report of it, delivered messages) but keeps a keyed hash of the serial (a tombstone: the
+coupon stays refused as already redeemed) and never an undelivered settlement record (the store's
+accounting). The HMAC key is made on the device and never leaves it.
+
+Use the ledger through agent.coupons.desk.CouponDesk, which verifies tokens first. A Ledger holds
+one sqlite3 connection: use it from the thread that created it.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import hmac
 import logging
 import re
 import time
@@ -23,20 +30,25 @@ from types import TracebackType
 
 from sqlite_utils import Database
 
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import DEVICE_PATTERN, LedgerRecord, StoreRedeemed
+from agent.contract.windows import window_start
 from agent.coupons.token import Coupon, Verification, VerifyResult
+from agent.storage import audit
+from agent.storage.audit import Actor, Outcome, Role
 from agent.storage.database import DEFAULT_BUSY_TIMEOUT_S, fetch_all, open_database, transaction
-from agent.sync.outbox import enqueue
-from agent.sync.payloads import DEVICE_PATTERN, LedgerRecord, window_start
-from agent.sync.store_sharing import enqueue_store_redeemed
-from agent.sync.topics import Topics
+from agent.storage.keys import ERASURE_KEY, device_key
+from agent.storage.outbox import enqueue
 
 logger = logging.getLogger(__name__)
 
 SOURCES = frozenset({"scanner", "console", "cli"})
 """Where a redemption was asked for: the kiosk scanner, the staff console or the command line."""
 
-ACTOR_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-"""Audit actors are staff roles or PIN ids (e.g. ``manager``, ``pin:0042``, ``fleet``), never free text."""
+DEFAULT_ACTORS = {"scanner": Actor(Role.SYSTEM, "scanner"), "cli": Actor(Role.CLI)}
+"""Who redeems when no actor is named: the self-service scanner, the command line (the console must name its staff)."""
+
+STORE_REDEEMED_QOS = 1
 
 _SERIAL = re.compile(r"^[0-9a-f]{32}$")
 _DEVICE = re.compile(DEVICE_PATTERN)
@@ -46,19 +58,18 @@ INSERT INTO redemptions
     (serial, campaign, offer, store, key_id, device, redeemed_at, source, window_start)
 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
 WHERE NOT EXISTS (SELECT 1 FROM store_redeemed WHERE serial = ?)
+  AND NOT EXISTS (SELECT 1 FROM erased_coupons WHERE tag = ?)
 ON CONFLICT (serial) DO NOTHING
 RETURNING serial
 """
+
+_COUPON_MESSAGES = "kind IN ('ledger', 'store_redeemed') AND json_extract(payload, '$.serial') = ?"
 
 _ERASE = (
     ("redemptions", "DELETE FROM redemptions WHERE serial = ?"),
     ("conflicts", "DELETE FROM redemption_conflicts WHERE serial = ?"),
     ("store_redeemed", "DELETE FROM store_redeemed WHERE serial = ?"),
-    (
-        "outbox",
-        "DELETE FROM outbox WHERE json_extract(payload, '$.schema') IN ('ledger.v1', 'store_redeemed.v1')"
-        " AND json_extract(payload, '$.serial') = ?",
-    ),
+    ("delivered_messages", f"DELETE FROM outbox WHERE delivered_at IS NOT NULL AND {_COUPON_MESSAGES}"),
 )
 
 
@@ -80,6 +91,24 @@ class Redemption:
     redeemed: bool
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What erasing one coupon did.
+
+    ``removed`` counts deleted rows per kind of record; ``kept_undelivered`` counts the coupon's
+    messages still waiting to be sent (its settlement record and store report), which erasure
+    keeps; ``tombstoned`` is True when the coupon stays refused as already redeemed.
+    """
+
+    removed: dict[str, int]
+    kept_undelivered: int
+    tombstoned: bool
+
+    @property
+    def total_removed(self) -> int:
+        return sum(self.removed.values())
+
+
 class Ledger:
     """Exactly-once coupon redemptions for one device, on its own durable connection."""
 
@@ -87,19 +116,20 @@ class Ledger:
         self,
         db_path: Path | str,
         device: str,
-        topics: Topics,
         *,
         store: int = 0,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
-        if device != topics.device:
-            raise ValueError(f"device {device!r} does not match the topics' device {topics.device!r}")
-        if not _DEVICE.match(device):
+        if not isinstance(device, str) or not _DEVICE.match(device):
             raise ValueError(f"device {device!r} must be 1-64 letters, digits, '_', '.' or '-'")
         self.device = device
-        self.topics = topics
         self.store = store  # the redeeming store's number (coupons.store); 0 = not configured
         self._db = open_database(db_path, synchronous="FULL", busy_timeout_s=busy_timeout_s)
+        try:
+            self._tombstone_key = device_key(self._db, ERASURE_KEY)
+        except BaseException:
+            self._db.close()
+            raise
 
     @property
     def db(self) -> Database:
@@ -121,44 +151,82 @@ class Ledger:
     ) -> None:
         self.close()
 
-    def redeem(self, verification: Verification, source: str, now: float | None = None) -> Redemption:
-        """Redeem a verified coupon once.
+    def redeem(
+        self,
+        verification: Verification,
+        source: str,
+        *,
+        actor: Actor | None = None,
+        now: float | None = None,
+    ) -> Redemption:
+        """Redeem a verified coupon once, audited as done by ``actor`` (by default the source's own).
 
-        A verification that is not VALID comes back unchanged and nothing is written. Raises
-        StorageError when the database is locked, full or failing: nothing was written and the
-        coupon must not be treated as redeemed.
+        A verification that is not VALID comes back unchanged and nothing but the audit row of the
+        refusal is written (none for text that is not a coupon at all). Raises StorageError when
+        the database is locked, full or failing: nothing was written and the coupon must not be
+        treated as redeemed.
         """
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(sorted(SOURCES))}, not {source!r}")
-        if verification.result is not VerifyResult.VALID:
-            return Redemption(verification.result, verification.coupon, redeemed=False)
+        who = actor if actor is not None else DEFAULT_ACTORS.get(source)
+        if not isinstance(who, Actor):
+            raise ValueError(f"a redemption from the {source} must name its actor")
+        at = time.time() if now is None else now
         coupon = verification.coupon
+        if verification.result is not VerifyResult.VALID:
+            if coupon is not None:
+                with transaction(self._db):
+                    self._audit_redeem(who, coupon, verification.result, source, at)
+            return Redemption(verification.result, coupon, redeemed=False)
         if coupon is None:
             raise LedgerError("a valid verification must carry its coupon")
-        at = time.time() if now is None else now
         serial = coupon.serial_hex
         window = window_start(at)
+        store = self._settlement_store(coupon)
         record = LedgerRecord(
             device=self.device,
             serial=serial,
             campaign=coupon.campaign,
             offer=coupon.offer,
-            store=self._settlement_store(coupon),
+            store=store,
             window_start=window,
             sent_at=at,
         )
-        values = [serial, coupon.campaign, coupon.offer, self._settlement_store(coupon), coupon.key_id]
+        report = StoreRedeemed(device=self.device, serial=serial, redeemed_at=at, sent_at=at)
+        values = [serial, coupon.campaign, coupon.offer, store, coupon.key_id, self.device, at, source, window]
         with transaction(self._db):
-            inserted = self._db.execute(_INSERT_ONCE, [*values, self.device, at, source, window, serial]).fetchall()
+            inserted = self._db.execute(_INSERT_ONCE, [*values, serial, self.tag(serial)]).fetchall()
             if inserted:
-                enqueue(self._db, self.topics.ledger, record, qos=1, now=at)
-                enqueue_store_redeemed(self._db, self.topics, serial, at)
+                enqueue(self._db, MessageKind.LEDGER, record, qos=1, now=at)
+                enqueue(self._db, MessageKind.STORE_REDEEMED, report, qos=STORE_REDEEMED_QOS, now=at)
+            result = VerifyResult.VALID if inserted else VerifyResult.ALREADY_REDEEMED
+            self._audit_redeem(who, coupon, result, source, at)
         # The commit has returned: only now may the coupon be called redeemed.
         if not inserted:
             logger.info("coupon %s… of campaign %d was already redeemed", serial[:8], coupon.campaign)
             return Redemption(VerifyResult.ALREADY_REDEEMED, coupon, redeemed=False)
         logger.info("redeemed coupon %s… of campaign %d (%s)", serial[:8], coupon.campaign, source)
         return Redemption(VerifyResult.VALID, coupon, redeemed=True)
+
+    def _audit_redeem(self, actor: Actor, coupon: Coupon, result: VerifyResult, source: str, at: float) -> None:
+        audit.record(
+            self._db,
+            actor,
+            "redeem",
+            subject=self.subject(coupon.serial_hex),
+            outcome=Outcome.OK if result is VerifyResult.VALID else Outcome.REFUSED,
+            detail={"result": result.value, "source": source, "campaign": coupon.campaign, "offer": coupon.offer},
+            now=at,
+        )
+
+    def tag(self, serial_hex: str) -> str:
+        """The keyed hash (HMAC-SHA256 with this device's erasure key) of a serial, as 64 hex digits."""
+        serial = _check_serial(serial_hex)
+        return hmac.new(self._tombstone_key, bytes.fromhex(serial), hashlib.sha256).hexdigest()
+
+    def subject(self, serial_hex: str) -> str:
+        """How audit rows name a coupon: by its keyed hash, so erasure leaves no serial in the log."""
+        return f"coupon:{self.tag(serial_hex)}"
 
     def _settlement_store(self, coupon: Coupon) -> int:
         """The store a redemption is settled for: this device's store, else the coupon's own."""
@@ -170,8 +238,9 @@ class Ledger:
         rows = fetch_all(
             self._db,
             "SELECT EXISTS (SELECT 1 FROM redemptions WHERE serial = ?)"
-            " OR EXISTS (SELECT 1 FROM store_redeemed WHERE serial = ?)",
-            [serial, serial],
+            " OR EXISTS (SELECT 1 FROM store_redeemed WHERE serial = ?)"
+            " OR EXISTS (SELECT 1 FROM erased_coupons WHERE tag = ?)",
+            [serial, serial, self.tag(serial)],
         )
         return bool(rows[0][0])
 
@@ -180,7 +249,8 @@ class Ledger:
 
         Later local redemptions of it return ALREADY_REDEEMED. If it was already redeemed here
         too, a conflict row is recorded (once per other device) and True is returned. The device's
-        own reports, echoed back by the broker, are ignored. Idempotent.
+        own reports, echoed back by the broker, are ignored, and so are reports of a coupon erased
+        here (it stays refused by its tombstone; storing the report would undo the erasure). Idempotent.
         """
         serial = _check_serial(serial_hex)
         if not _DEVICE.match(other_device):
@@ -188,7 +258,10 @@ class Ledger:
         if other_device == self.device:
             return False
         noted_at = time.time() if now is None else now
+        tag = self.tag(serial)
         with transaction(self._db):
+            if self._db.execute("SELECT 1 FROM erased_coupons WHERE tag = ?", [tag]).fetchall():
+                return False
             self._db.execute(
                 "INSERT INTO store_redeemed (serial, device, redeemed_at, noted_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (serial) DO NOTHING",
@@ -205,29 +278,56 @@ class Ledger:
             logger.warning("coupon %s… was redeemed here and on %s: conflict recorded", serial[:8], other_device)
         return bool(local)
 
-    def erase_coupon(self, serial_hex: str, actor: str, *, now: float | None = None) -> int:
-        """Delete every local record of one coupon and audit it; returns the rows deleted.
+    def erase_coupon(self, serial_hex: str, actor: Actor, *, now: float | None = None) -> Erasure:
+        """Erase one coupon's records, keeping its tombstone and undelivered messages; audited.
 
-        Removes its redemption, conflicts, store report and its ledger and store outbox messages
-        (sent or not) in one transaction with an audit row (action ``erase``, subject the serial, detail the
-        counts per table). Erasure is audited even when nothing was found. An erased serial can be
-        redeemed again unless it is also revoked.
+        In one transaction with the audit row (action ``erase``, subject the coupon's keyed hash,
+        detail the counts): a coupon redeemed here or reported redeemed in the store gets a
+        tombstone (its serial's keyed hash), so it stays refused as already redeemed; its
+        redemption, conflicts, the store's report of it and its delivered messages are deleted;
+        its undelivered settlement record and store report are kept (the store's accounting and
+        the store's single-use guard, not personal data) and leave with the other messages.
+        Erasing a serial that is not known here is audited too.
         """
         serial = _check_serial(serial_hex)
-        if not isinstance(actor, str) or not ACTOR_PATTERN.match(actor):
-            raise ValueError(f"actor {actor!r} must be a staff role or PIN id (1-64 of A-Z a-z 0-9 _ . : -)")
+        if not isinstance(actor, Actor):
+            raise TypeError(f"actor must be an Actor, not {type(actor).__name__}")
         t = time.time() if now is None else now
-        counts: dict[str, int] = {}
+        tag = self.tag(serial)
+        removed: dict[str, int] = {}
         with transaction(self._db):
+            used = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM redemptions WHERE serial = ?)"
+                " OR EXISTS (SELECT 1 FROM store_redeemed WHERE serial = ?)"
+                " OR EXISTS (SELECT 1 FROM erased_coupons WHERE tag = ?)",
+                [serial, serial, tag],
+            ).fetchone()[0]
+            if used:
+                self._db.execute(
+                    "INSERT INTO erased_coupons (tag, erased_at) VALUES (?, ?) ON CONFLICT (tag) DO NOTHING", [tag, t]
+                )
             for name, sql in _ERASE:
-                counts[name] = self._db.execute(sql, [serial]).rowcount
-            self._db.execute(
-                "INSERT INTO audit (t, actor, action, subject, detail) VALUES (?, ?, 'erase', ?, ?)",
-                [t, actor, serial, json.dumps(counts, sort_keys=True)],
+                removed[name] = self._db.execute(sql, [serial]).rowcount
+            kept = self._db.execute(
+                f"SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND {_COUPON_MESSAGES}", [serial]
+            ).fetchone()[0]
+            erasure = Erasure(removed, int(kept), bool(used))
+            audit.record(
+                self._db,
+                actor,
+                "erase",
+                subject=f"coupon:{tag}",
+                detail={**removed, "kept_undelivered": erasure.kept_undelivered, "tombstone": erasure.tombstoned},
+                now=t,
             )
-        total = sum(counts.values())
-        logger.info("erased %d records of coupon %s… (by %s)", total, serial[:8], actor)
-        return total
+        logger.info(
+            "erased %d records of coupon %s… (by %s); %d undelivered message(s) kept",
+            erasure.total_removed,
+            serial[:8],
+            actor,
+            erasure.kept_undelivered,
+        )
+        return erasure
 
 
 def _check_serial(serial_hex: str) -> str:

@@ -192,13 +192,16 @@ def verify_token(
     store: int,
     revoked: Collection[bytes],
     now: float,
+    *,
+    revoked_campaigns: Collection[int] = (),
 ) -> Verification:
     """Check a token offline; never raises.
 
     ``keys`` maps key id to a raw 32-byte Ed25519 public key, ``store`` is this device's store,
-    ``revoked`` holds revoked serials and ``now`` is unix time. The checks run in this order and the
-    first failure is the result: malformed, unknown_key, bad_signature, revoked, not_yet_valid,
-    expired, wrong_store. Nothing is trusted before the signature holds, and a withdrawn coupon is
+    ``revoked`` holds revoked serials, ``revoked_campaigns`` withdrawn campaigns and ``now`` is unix
+    time. The checks run in this order and the first failure is the result: malformed, unknown_key,
+    bad_signature, revoked, not_yet_valid, expired, wrong_store. Nothing is trusted before the
+    signature holds, and a withdrawn coupon is
     reported as withdrawn even when it has also expired.
     """
     try:
@@ -216,7 +219,7 @@ def verify_token(
     except InvalidSignature:
         return Verification(VerifyResult.BAD_SIGNATURE, coupon)
 
-    if coupon.serial in revoked:
+    if coupon.serial in revoked or coupon.campaign in revoked_campaigns:
         result = VerifyResult.REVOKED
     elif now < coupon.not_before:
         result = VerifyResult.NOT_YET_VALID

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from sqlite_utils import Database
 
 from agent.config import AgentConfig
+from agent.contract.topics import Topics
 from agent.storage.database import StorageError, open_database
 from agent.storage.retention import apply_retention
 from agent.sync.service import run_aggregation_once
-from agent.sync.topics import Topics
 
 logger = logging.getLogger(__name__)
 

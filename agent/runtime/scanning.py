@@ -9,12 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config import AgentConfig
-from agent.coupons.ledger import Ledger, Redemption
+from agent.coupons.desk import CouponDesk
+from agent.coupons.ledger import DEFAULT_ACTORS, Redemption
 from agent.coupons.live import LiveScanner
 from agent.coupons.scanner import decode_codes
-from agent.coupons.token import verify_token
 from agent.runtime.counting import CaptureFailed
-from agent.sync.topics import Topics
 from agent.vision.capture import FrameSource
 from agent.vision.source import SourceSpec
 
@@ -53,12 +52,10 @@ class ScanService:
         return self.source.kind == "file"
 
     def run(self, stop: threading.Event, running: Callable[[], None]) -> None:
-        device = self.config.device
-        topics = Topics(device.tenant, device.store, device.id)
-        with Ledger(self.config.database_path, device.id, topics, store=self.config.coupons.store) as ledger:
-            self._scan(ledger, stop, running)
+        with CouponDesk.from_config(self.config) as desk:  # its connection belongs to this thread
+            self._scan(desk, stop, running)
 
-    def _scan(self, ledger: Ledger, stop: threading.Event, running: Callable[[], None]) -> None:
+    def _scan(self, desk: CouponDesk, stop: threading.Event, running: Callable[[], None]) -> None:
         coupons = self.config.coupons
         live = LiveScanner(confirm_frames=coupons.confirm_frames)
         frames = FrameSource(
@@ -84,17 +81,15 @@ class ScanService:
                 codes = decode_codes(frame.image)
                 self.stats.codes_seen += len(codes)
                 for text in live.observe(codes, frame.t):
-                    self.handle(ledger, text)
+                    self.handle(desk, text)
         finally:
             frames.stop()
         if not stop.is_set() and frames.error is not None:
             raise CaptureFailed(f"{self.source.label}: capture stopped: {frames.error}") from frames.error
 
-    def handle(self, ledger: Ledger, text: str) -> Redemption:
+    def handle(self, desk: CouponDesk, text: str) -> Redemption:
         """Verify one confirmed code and redeem it; the outcome is logged in words for staff."""
-        coupons = self.config.coupons
-        verification = verify_token(text, coupons.public_keys(), coupons.store, coupons.revoked_serials(), time.time())
-        outcome = ledger.redeem(verification, source="scanner")
+        outcome = desk.redeem(text, DEFAULT_ACTORS["scanner"], "scanner")
         if outcome.redeemed:
             self.stats.redeemed += 1
         else:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from agent.storage.database import StorageError, open_database
+from agent.storage.outbox import depth
 from agent.storage.status import AgentStatus, ComponentStatus, SyncStatus, write_status
-from agent.sync.outbox import depth
 from agent.sync.service import config_version
 
 if TYPE_CHECKING:

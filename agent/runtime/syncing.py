@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.contract.payloads import ModelVersion
+from agent.contract.topics import Topics
 from agent.coupons.ledger import Ledger
 from agent.storage.status import SyncStatus
 from agent.sync.birth import BirthInfo
 from agent.sync.dispatch import Dispatcher
 from agent.sync.health import PipelineCounters
 from agent.sync.mqtt import PahoTransport
-from agent.sync.payloads import ModelVersion
 from agent.sync.service import SyncService, TransportFactory, config_version
 from agent.sync.store_sharing import STORE_REDEEMED_QOS, StoreSharing
-from agent.sync.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,7 @@ class StoreSharingTask:
 
     def __call__(self, now: float) -> None:
         if self._ledger is None:
-            device = self.config.device
-            self._ledger = Ledger(
-                self.config.database_path, device.id, topics_of(self.config), store=self.config.coupons.store
-            )
+            self._ledger = Ledger(self.config.database_path, self.config.device.id, store=self.config.coupons.store)
         self.sharing.apply_pending(self._ledger, now=now)
 
     def close(self) -> None:

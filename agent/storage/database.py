@@ -27,6 +27,16 @@ class StorageError(Exception):
     """The database could not be opened, read or written; nothing was half-written."""
 
 
+class NotInTransaction(RuntimeError):
+    """A write that must be atomic with the caller's change was made with no transaction open."""
+
+
+def require_transaction(db: Database, what: str) -> None:
+    """Raise NotInTransaction unless the caller has a transaction open on ``db``."""
+    if not db.conn.in_transaction:
+        raise NotInTransaction(f"{what} must run inside the caller's transaction (use transaction(db))")
+
+
 def open_database(
     path: Path | str,
     *,

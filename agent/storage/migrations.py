@@ -12,6 +12,7 @@ counts and as anonymous events (time, kind, line or zone name, dwell).
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from sqlite_utils import Database, Migrations
 
@@ -196,7 +197,152 @@ def _sync(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0004_status")
+_OUTBOX_KINDS = ("state", "traffic", "coupons", "ledger", "health", "jobs", "config_reported", "store_redeemed")
+"""The message kinds of contract v1, frozen here as they were when 0004 shipped."""
+
+
+def _outbox_kind(row_id: int, topic: str, schema: object) -> tuple[str, str]:
+    """(kind, route) of an outbox row written before 0004: from its payload's schema, else its topic."""
+    levels = topic.split("/")
+    if len(levels) >= 2 and levels[-2] == "jobs":
+        return "jobs", levels[-1]
+    if isinstance(schema, str) and "." in schema:
+        name = schema.rsplit(".", 1)[0]
+        if name in _OUTBOX_KINDS and name != "jobs":
+            return name, ""
+    if levels[-2:] == ["_store", "redeemed"]:
+        return "store_redeemed", ""
+    if levels[-2:] == ["config", "reported"]:
+        return "config_reported", ""
+    if levels[-1] in _OUTBOX_KINDS and levels[-1] != "jobs":
+        return levels[-1], ""
+    # A database error, so opening the file fails with StorageError and the old table stays as it was.
+    raise sqlite3.DatabaseError(f"outbox row {row_id}: cannot tell the message kind of topic {topic[:200]!r}")
+
+
+@MIGRATIONS(name="0004_outbox_kinds")
+def _outbox_kinds(db: Database) -> None:
+    """Outbox rows name their message kind and route instead of the full topic.
+
+    The topic is resolved when a message is published, so domain code queues messages without
+    knowing MQTT. Rows queued before this migration keep their id (the sending order), payload,
+    state and attempts; their kind comes from the payload's ``schema`` (``ledger.v1`` → ``ledger``)
+    or, failing that, from the topic, and a ``jobs/{job_id}`` topic keeps the job id as its route.
+    """
+    db.execute(
+        f"""
+        CREATE TABLE outbox_kinds (
+            id INTEGER PRIMARY KEY,
+            msg_id TEXT UNIQUE NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ({", ".join(f"'{kind}'" for kind in _OUTBOX_KINDS)})),
+            route TEXT NOT NULL DEFAULT '' CHECK ((kind = 'jobs') = (route <> '')),
+            payload TEXT NOT NULL CHECK (json_valid(payload)),
+            qos INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+            retain INTEGER NOT NULL DEFAULT 0 CHECK (retain IN (0, 1)),
+            created_at REAL NOT NULL,
+            delivered_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            last_error TEXT
+        )
+        """
+    )
+    rows = db.execute(
+        "SELECT id, msg_id, topic, json_extract(payload, '$.schema'), payload, qos, retain, created_at,"
+        " delivered_at, attempts, last_error FROM outbox ORDER BY id"
+    )
+    moved = 0
+    while batch := rows.fetchmany(1000):
+        converted = []
+        for row_id, msg_id, topic, schema, *rest in batch:
+            kind, route = _outbox_kind(row_id, topic, schema)
+            converted.append([row_id, msg_id, kind, route, *rest])
+        db.conn.executemany(
+            "INSERT INTO outbox_kinds (id, msg_id, kind, route, payload, qos, retain, created_at, delivered_at,"
+            " attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            converted,
+        )
+        moved += len(converted)
+    db.execute("DROP TABLE outbox")
+    db.execute("ALTER TABLE outbox_kinds RENAME TO outbox")
+    db.table("outbox").create_index(["delivered_at", "id"], if_not_exists=True)
+    if moved:
+        logger.info("outbox: %d queued message(s) now stored by kind", moved)
+
+
+@MIGRATIONS(name="0005_audit_actor_outcome")
+def _audit_actor_outcome(db: Database) -> None:
+    """Audit rows name the actor's role and id apart, and the outcome of the action.
+
+    Rows written before keep their ``actor`` text; the only action audited then was a completed
+    erasure, so their outcome is ``ok``, and an actor that was a bare role gets it as its role.
+    """
+    db.execute("ALTER TABLE audit ADD COLUMN role TEXT")
+    db.execute("ALTER TABLE audit ADD COLUMN actor_id TEXT")
+    db.execute("ALTER TABLE audit ADD COLUMN outcome TEXT")
+    db.execute(
+        "UPDATE audit SET outcome = 'ok',"
+        " role = CASE WHEN actor IN ('staff', 'manager', 'operator', 'fleet', 'cli', 'system') THEN actor END"
+    )
+    db.table("audit").create_index(["action", "t"], if_not_exists=True)
+
+
+@MIGRATIONS(name="0006_coupon_desk")
+def _coupon_desk(db: Database) -> None:
+    """Device keys, erasure tombstones, revocations and issuer keys managed on the device.
+
+    ``device_keys`` holds secrets made on this device that never leave it (such as the key of the
+    erasure tombstones). ``erased_coupons`` keeps, per erased redeemed coupon, only a keyed hash of
+    its serial, so the coupon stays refused. ``revoked_serials`` and ``revoked_campaigns`` hold
+    revocations made at the coupon desk (besides ``coupons.revoked`` in the config);
+    ``issuer_keys`` holds issuer keys added or retired at the desk (over ``coupons.issuer_keys``).
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS device_keys (
+            name TEXT PRIMARY KEY CHECK (name <> ''),
+            key BLOB NOT NULL CHECK (length(key) >= 32),
+            created_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS erased_coupons (
+            tag TEXT PRIMARY KEY CHECK (length(tag) = 64 AND tag NOT GLOB '*[^0-9a-f]*'),
+            erased_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS revoked_serials (
+            serial TEXT PRIMARY KEY CHECK (length(serial) = 32 AND serial NOT GLOB '*[^0-9a-f]*'),
+            revoked_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS revoked_campaigns (
+            campaign INTEGER PRIMARY KEY CHECK (campaign BETWEEN 0 AND 4294967295),
+            revoked_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS issuer_keys (
+            key_id INTEGER PRIMARY KEY CHECK (key_id BETWEEN 0 AND 255),
+            public_key BLOB CHECK (public_key IS NULL OR length(public_key) = 32),
+            retired_at REAL,
+            changed_at REAL NOT NULL,
+            CHECK ((public_key IS NULL) <> (retired_at IS NULL))
+        )
+        """
+    )
+
+
+@MIGRATIONS(name="0007_status")
 def _status(db: Database) -> None:
     """The running agent's status, one row per writer, rewritten every few seconds.
 

@@ -23,28 +23,28 @@ import json
 import logging
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, cast
 
 from sqlite_utils import Database
 
 from agent.config import SyncConfig
-from agent.storage.database import fetch_all, transaction
-from agent.sync.dp import IntegerSource, as_fraction, noisy_count, system_rng
-from agent.sync.outbox import enqueue
-from agent.sync.payloads import (
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import (
     DWELL_BINS,
     CouponCell,
     CouponReport,
     DwellBin,
     LineCounts,
     TrafficReport,
-    WindowMinutes,
     ZoneStats,
     dwell_bin,
 )
-from agent.sync.topics import Topics
+from agent.contract.topics import Topics
+from agent.contract.windows import Window, ceil_to, floor_to
+from agent.storage.database import fetch_all, transaction
+from agent.storage.outbox import enqueue
+from agent.sync.dp import IntegerSource, as_fraction, noisy_count, system_rng
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +56,6 @@ WINDOW_CELL = "*"
 """The released_cells row marking a whole window as done."""
 BUDGET_SLACK = 1e-9
 DAY_S = 86400
-
-
-@dataclass(frozen=True)
-class Window:
-    """One window of the grid: [start, start + minutes * 60) in unix seconds."""
-
-    start: int
-    minutes: WindowMinutes
-
-    @property
-    def end(self) -> int:
-        return self.start + self.minutes * 60
-
-    @property
-    def day(self) -> str:
-        """The UTC date holding the window (windows never straddle midnight)."""
-        return datetime.fromtimestamp(self.start, UTC).date().isoformat()
 
 
 def close_windows(
@@ -118,8 +101,8 @@ def close_windows(
         db, device, topics, now, config, tuple(dict.fromkeys(line_names)), tuple(dict.fromkeys(zone_names))
     )
     width = config.window_minutes * 60
-    last_end = int((now - config.grace_minutes * 60) // width) * width
-    since = int((now - LOOKBACK_S) // width) * width
+    last_end = floor_to(now - config.grace_minutes * 60, width)
+    since = floor_to(now - LOOKBACK_S, width)
     queued = sum(closer.release_traffic(window) for window in closer.traffic_windows(since, last_end))
     random_source = rng or system_rng()
     for window in closer.coupon_windows(since, last_end):
@@ -185,7 +168,7 @@ class _Closer:
             report = self._traffic_report(window)
             if report is None:
                 return 0
-            msg_id = enqueue(self.db, self.topics.traffic, report, qos=1, now=self.now)
+            msg_id = enqueue(self.db, MessageKind.TRAFFIC, report, qos=1, now=self.now)
             cells: dict[str, Any] = {
                 WINDOW_CELL: {
                     "window_minutes": window.minutes,
@@ -284,8 +267,8 @@ class _Closer:
             anchor = int(min(self.now, self.now if first is None else float(first)))
             with transaction(self.db):
                 if _get_state(self.db, COUPON_CURSOR) is None:
-                    _set_state(self.db, COUPON_CURSOR, str(max(anchor - anchor % width, since)))
-        start = -(-int(_get_state(self.db, COUPON_CURSOR) or 0) // width) * width  # next grid point
+                    _set_state(self.db, COUPON_CURSOR, str(max(floor_to(anchor, width), since)))
+        start = ceil_to(int(_get_state(self.db, COUPON_CURSOR) or 0), width)  # next grid point
         if start < since:
             logger.warning("coupon windows from %d to %d are past the lookback: not released", start, since)
             start = since
@@ -335,7 +318,7 @@ class _Closer:
                 epsilon=float(epsilon),
                 contribution_cap=cap,
             )
-            msg_id = enqueue(db, self.topics.coupons, report, qos=1, now=self.now)
+            msg_id = enqueue(db, MessageKind.COUPONS, report, qos=1, now=self.now)
             marker["epsilon"] = float(epsilon)
             released = {f"campaign:{c.campaign}/offer:{c.offer}": c.count for c in cells}
             _record_cells(db, "coupons", window, {WINDOW_CELL: marker, **released}, msg_id, self.now)

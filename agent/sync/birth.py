@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import MqttConfig
+from agent.contract.payloads import ModelVersion, StateReport
+from agent.contract.topics import Topics
 from agent.sync.mqtt import PahoTransport, WillSpec
-from agent.sync.payloads import ModelVersion, StateReport
-from agent.sync.topics import Topics
 from agent.sync.transport import Delivery, Transport, TransportError
 
 logger = logging.getLogger(__name__)

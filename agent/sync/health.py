@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from agent.sync import outbox
-from agent.sync.payloads import ErrorKind, HealthReport
+from agent.contract.payloads import ErrorKind, HealthReport
+from agent.storage import outbox
 
 logger = logging.getLogger(__name__)
 

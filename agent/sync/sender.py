@@ -7,6 +7,10 @@ the restart, so receivers see it twice: consumers de-duplicate by the payload's 
 Acknowledged rows are marked in groups (``FLUSH_ROWS`` or ``FLUSH_S``, whichever comes first), so
 a crash repeats at most that many.
 
+Rows name their message kind and route (agent.storage.outbox); the topic is resolved with the
+device's ``Topics`` when a row is published, so the same queued message goes to the right topic
+even if it was written by code that knows nothing of MQTT.
+
 Rows are published by ascending id with up to ``batch_size`` publishes awaiting acknowledgement.
 While the transport is disconnected nothing new is published; publishes already handed over stay
 in flight (the MQTT client sends them again on reconnect) and are published anew only when no
@@ -28,8 +32,9 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from agent.contract.topics import InvalidTopicSegment, Topics
 from agent.storage.database import fetch_all, transaction
-from agent.sync.outbox import COLUMNS, OutboxMessage, mark_delivered, mark_failed
+from agent.storage.outbox import COLUMNS, OutboxMessage, mark_delivered, mark_failed
 from agent.sync.transport import Delivery, Transport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -76,6 +81,7 @@ class OutboxSender:
         batch_size: int,
         retention_days: int,
         *,
+        topics: Topics,
         ack_timeout_s: float = 30.0,
         resend_grace_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -89,6 +95,7 @@ class OutboxSender:
             raise ValueError("ack_timeout_s and resend_grace_s must be positive")
         self._db = db
         self._transport = transport
+        self.topics = topics
         self.batch_size = batch_size
         self.retention_days = retention_days
         self._ack_timeout_s = ack_timeout_s
@@ -212,7 +219,14 @@ class OutboxSender:
                 return
             row = self._buffer[0]
             try:
-                delivery = self._transport.publish(row.topic, row.payload.encode("utf-8"), row.qos, row.retain)
+                topic = self.topics.topic(row.kind, row.route)
+            except (InvalidTopicSegment, ValueError) as exc:  # the table's checks make this unlikely
+                self._buffer.popleft()
+                self._failed += mark_failed(self._db, [row.id], f"no topic for this message: {exc}")
+                self._parked[row.id] = self._clock() + self._ack_timeout_s
+                continue
+            try:
+                delivery = self._transport.publish(topic, row.payload.encode("utf-8"), row.qos, row.retain)
             except TransportError as exc:
                 self._failed += mark_failed(self._db, [row.id], str(exc) or type(exc).__name__)
                 logger.info("publishing paused: %s", exc)

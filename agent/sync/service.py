@@ -27,15 +27,16 @@ from sqlite_utils import Database
 
 from agent import __version__
 from agent.config import AgentConfig, MqttConfig
+from agent.contract.kinds import MessageKind
+from agent.contract.topics import Topics
 from agent.storage.database import StorageError, open_database, transaction
+from agent.storage.outbox import enqueue
 from agent.sync.aggregates import close_windows
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo
 from agent.sync.dispatch import Dispatcher
 from agent.sync.health import CpuMeter, PipelineCounters, collect_health
 from agent.sync.mqtt import WillSource
-from agent.sync.outbox import enqueue
 from agent.sync.sender import OutboxSender
-from agent.sync.topics import Topics
 from agent.sync.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,9 @@ class SyncService:
             birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
             transport = self._connect(birth)
             self.dispatcher.subscribe_all(transport)
-            sender = OutboxSender(db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days)
+            sender = OutboxSender(
+                db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days, topics=self.topics
+            )
             self.sender = sender
             if running is not None:
                 running()
@@ -214,7 +217,7 @@ class SyncService:
         merged = PipelineCounters(fps=counters.fps, dropped_frames=counters.dropped_frames, errors=errors)
         report = collect_health(db, self.topics.device, self.config.device.state_dir, merged, cpu, now=now)
         with transaction(db):
-            enqueue(db, self.topics.health, report, qos=HEALTH_QOS, now=now)
+            enqueue(db, MessageKind.HEALTH, report, qos=HEALTH_QOS, now=now)
 
     def _guarded(self, what: str, step: Callable[..., object], *args: Any) -> bool:
         """Run one step; a storage failure or a bug is logged and counted, and the loop goes on."""

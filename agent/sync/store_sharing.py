@@ -1,8 +1,8 @@
 """Store sharing: the devices of one store tell each other which coupon serials they redeemed.
 
-Outgoing: a redemption's transaction queues a ``store_redeemed.v1`` message for
-``retail/v1/{tenant}/{store}/_store/redeemed`` (QoS 1, not retained) with ``enqueue_store_redeemed``,
-beside its ``ledger`` record, so the report exists exactly when the redemption does.
+Outgoing: a redemption's transaction (agent.coupons.ledger) queues a ``store_redeemed.v1`` message of
+kind ``store_redeemed`` beside its ``ledger`` record, so the report exists exactly when the redemption
+does; the sender publishes it to ``retail/v1/{tenant}/{store}/_store/redeemed`` (QoS 1, not retained).
 
 Incoming: ``StoreSharing.handle`` is the subscription handler. It runs on the MQTT network thread,
 which holds no database connection, so it only validates and queues; ``apply_pending`` then runs
@@ -31,10 +31,9 @@ from typing import Protocol
 from pydantic import ValidationError
 from sqlite_utils import Database
 
+from agent.contract.payloads import StoreRedeemed
+from agent.contract.topics import Topics
 from agent.storage.database import fetch_all
-from agent.sync.outbox import enqueue
-from agent.sync.payloads import StoreRedeemed
-from agent.sync.topics import Topics
 from agent.sync.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -51,17 +50,6 @@ class StoreLedger(Protocol):
     def note_store_redemption(
         self, serial_hex: str, other_device: str, at: float, *, now: float | None = None
     ) -> bool: ...
-
-
-def store_redeemed_message(topics: Topics, serial_hex: str, redeemed_at: float) -> StoreRedeemed:
-    """The report of one serial redeemed on this device."""
-    return StoreRedeemed(device=topics.device, serial=serial_hex, redeemed_at=redeemed_at, sent_at=redeemed_at)
-
-
-def enqueue_store_redeemed(db: Database, topics: Topics, serial_hex: str, redeemed_at: float) -> str:
-    """Queue the store report of a redemption inside the caller's transaction; returns its msg_id."""
-    message = store_redeemed_message(topics, serial_hex, redeemed_at)
-    return enqueue(db, topics.store_redeemed, message, qos=STORE_REDEEMED_QOS, retain=False, now=redeemed_at)
 
 
 def conflict_count(db: Database) -> int:

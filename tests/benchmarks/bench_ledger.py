@@ -29,9 +29,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent.contract.topics import Topics
 from agent.coupons.ledger import Ledger
 from agent.coupons.token import Coupon, Verification, VerifyResult, issue_token, new_serial, verify_token
-from agent.sync.topics import Topics
 
 NOW = time.time()
 TOPICS = Topics("bench", "store-1", "till-1")
@@ -119,7 +119,7 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="bench-ledger-", dir=args.dir))
     try:
-        ledger = Ledger(folder / "ledger.db", "till-1", TOPICS)
+        ledger = Ledger(folder / "ledger.db", "till-1")
         one = open_raw(folder / "raw1.db", ledger, ("redemptions",))
         two = open_raw(folder / "raw2.db", ledger, ("redemptions", "outbox"))
         verifications = [Verification(VerifyResult.VALID, coupon()) for _ in range(args.n)]

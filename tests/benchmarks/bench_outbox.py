@@ -34,12 +34,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttConfig
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import LedgerRecord
+from agent.contract.topics import Topics
 from agent.storage.database import open_database, transaction
+from agent.storage.outbox import enqueue
 from agent.sync.mqtt import PahoDelivery, PahoTransport
-from agent.sync.outbox import enqueue
-from agent.sync.payloads import LedgerRecord
 from agent.sync.sender import OutboxSender
-from agent.sync.topics import Topics
 
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 SENDER_TOPICS = Topics("bench", "store-1", "till-1")
@@ -87,7 +88,7 @@ def fill_outbox(db_path: Path, count: int) -> list[str]:
                 window_start=int(now // 900 * 900),
                 sent_at=now,
             )
-            enqueue(db, SENDER_TOPICS.ledger, record, qos=1, now=now)
+            enqueue(db, MessageKind.LEDGER, record, qos=1, now=now)
     payloads = [row[0] for row in db.execute("SELECT payload FROM outbox ORDER BY id").fetchall()]
     db.close()
     return payloads
@@ -242,7 +243,7 @@ def main() -> int:
         while not transport.connected and time.monotonic() < deadline:
             time.sleep(0.01)
         db = open_database(db_path)
-        sender = OutboxSender(db, transport, batch_size=args.batch, retention_days=7)
+        sender = OutboxSender(db, transport, batch_size=args.batch, retention_days=7, topics=SENDER_TOPICS)
 
         size = args.n // args.blocks
         raw_s = windowed_s = transport_s = sender_s = 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import random
 import sqlite3
@@ -16,17 +15,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import LedgerRecord
+from agent.contract.topics import Topics
 from agent.coupons.ledger import Ledger, LedgerError
 from agent.coupons.token import Coupon, Verification, VerifyResult, issue_token, new_serial, verify_token
+from agent.storage.audit import Actor, Role, entries
 from agent.storage.database import StorageError
-from agent.sync.outbox import pending
-from agent.sync.payloads import LedgerRecord
-from agent.sync.topics import Topics
+from agent.storage.outbox import mark_delivered, pending
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STORE = 42
 TOPICS = Topics("acme", "store-042", "till-1")
 KEY = Ed25519PrivateKey.generate()
+STAFF = Actor(Role.STAFF, "0042")
 KEYS = {7: KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)}
 
 
@@ -80,7 +82,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ledger(db_path: Path) -> Iterator[Ledger]:
-    with Ledger(db_path, "till-1", TOPICS, busy_timeout_s=0.2) as opened:
+    with Ledger(db_path, "till-1", busy_timeout_s=0.2) as opened:
         yield opened
 
 
@@ -95,16 +97,18 @@ def test_a_valid_coupon_is_redeemed_and_queues_one_ledger_message(ledger: Ledger
     assert redemption.coupon == verification.coupon
     assert count(ledger, "redemptions") == 1
     message, report = pending(ledger.db)
-    assert message.topic == "retail/v1/acme/store-042/till-1/ledger"
+    assert (message.kind, message.route) == (MessageKind.LEDGER, "")
+    assert TOPICS.topic(message.kind) == "retail/v1/acme/store-042/till-1/ledger"
     assert message.qos == 1
     assert not message.retain
-    assert report.topic == "retail/v1/acme/store-042/_store/redeemed"
+    assert report.kind is MessageKind.STORE_REDEEMED
+    assert TOPICS.topic(report.kind) == "retail/v1/acme/store-042/_store/redeemed"
     assert store_reports(ledger) == [verification.coupon.serial_hex]
 
 
 def test_the_redemption_row_holds_the_coupon_device_source_and_window(ledger: Ledger) -> None:
     coupon = make_coupon(campaign=77, offer=3, store=STORE, key_id=7)
-    ledger.redeem(verified(coupon), "console", now=NOW + 1234.5)
+    ledger.redeem(verified(coupon), "console", actor=STAFF, now=NOW + 1234.5)
 
     row = ledger.db.execute(
         "SELECT serial, campaign, offer, store, key_id, device, redeemed_at, source, window_start FROM redemptions"
@@ -131,7 +135,7 @@ def test_the_second_attempt_is_already_redeemed_and_writes_nothing(ledger: Ledge
     verification = verified()
     assert ledger.redeem(verification, "scanner", now=NOW).redeemed
 
-    again = ledger.redeem(verification, "console", now=NOW + 60)
+    again = ledger.redeem(verification, "console", actor=STAFF, now=NOW + 60)
 
     assert again.result is VerifyResult.ALREADY_REDEEMED
     assert not again.redeemed
@@ -144,7 +148,7 @@ def test_the_second_attempt_is_already_redeemed_and_writes_nothing(ledger: Ledge
 def test_a_fresh_connection_sees_the_redemption_as_already_redeemed(db_path: Path, ledger: Ledger) -> None:
     verification = verified()
     ledger.redeem(verification, "scanner", now=NOW)
-    with Ledger(db_path, "till-1", TOPICS) as other:
+    with Ledger(db_path, "till-1") as other:
         assert other.redeem(verification, "scanner", now=NOW).result is VerifyResult.ALREADY_REDEEMED
 
 
@@ -166,7 +170,7 @@ def test_a_fresh_connection_sees_the_redemption_as_already_redeemed(db_path: Pat
         ),
     ],
 )
-def test_a_verification_that_is_not_valid_comes_back_as_is_and_writes_nothing(
+def test_a_verification_that_is_not_valid_comes_back_as_is_and_writes_only_its_audit_row(
     ledger: Ledger, verification_of: Any, expected: VerifyResult
 ) -> None:
     verification = verification_of()
@@ -179,6 +183,8 @@ def test_a_verification_that_is_not_valid_comes_back_as_is_and_writes_nothing(
     assert redemption.coupon == verification.coupon
     assert count(ledger, "redemptions") == 0
     assert count(ledger, "outbox") == 0
+    audited = [(e.action, e.outcome, e.detail.get("result")) for e in entries(ledger.db)]
+    assert audited == ([] if expected is VerifyResult.MALFORMED else [("redeem", "refused", expected.value)])
 
 
 def test_every_redemption_has_exactly_one_outbox_message_for_its_serial(ledger: Ledger) -> None:
@@ -208,9 +214,10 @@ def test_the_ledger_connection_is_durable_wal_with_full_sync(ledger: Ledger) -> 
     assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_the_device_must_be_the_topics_device(db_path: Path) -> None:
-    with pytest.raises(ValueError, match="does not match"):
-        Ledger(db_path, "till-2", TOPICS)
+@pytest.mark.parametrize("device", ["", "till/1", "_till", "x" * 65])
+def test_the_device_must_be_a_device_id(db_path: Path, device: str) -> None:
+    with pytest.raises(ValueError, match="device"):
+        Ledger(db_path, device)
 
 
 def test_a_serial_redeemed_elsewhere_in_the_store_is_already_redeemed_here(ledger: Ledger) -> None:
@@ -324,33 +331,107 @@ def test_a_failure_after_the_redemption_row_is_written_rolls_it_back(
     assert ledger.redeem(verification, "scanner", now=NOW).redeemed
 
 
-def test_erase_removes_the_coupons_records_and_writes_an_audit_row(ledger: Ledger) -> None:
+def test_a_redemption_is_audited_with_its_actor_and_the_coupons_keyed_hash(ledger: Ledger) -> None:
+    coupon = make_coupon(campaign=77, offer=3)
+    ledger.redeem(verified(coupon), "console", actor=Actor(Role.STAFF, "0042"), now=NOW)
+    ledger.redeem(verified(coupon), "scanner", now=NOW + 1)
+
+    again, first = entries(ledger.db)
+    assert (first.actor, first.action, first.outcome, first.t) == ("staff:0042", "redeem", "ok", NOW)
+    assert first.detail == {"result": "valid", "source": "console", "campaign": 77, "offer": 3}
+    assert first.subject == f"coupon:{ledger.tag(coupon.serial_hex)}"
+    assert coupon.serial_hex not in (first.subject or "")
+    assert (again.actor, again.outcome, again.detail["result"]) == ("system:scanner", "refused", "already_redeemed")
+
+
+def test_a_console_redemption_must_name_its_staff(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="console must name its actor"):
+        ledger.redeem(verified(), "console", now=NOW)
+    assert count(ledger, "redemptions") == 0
+
+
+def test_an_erased_coupon_stays_refused_as_already_redeemed(ledger: Ledger) -> None:
+    coupon = make_coupon()
+    assert ledger.redeem(verified(coupon), "scanner", now=NOW).redeemed
+
+    erasure = ledger.erase_coupon(coupon.serial_hex, Actor(Role.MANAGER), now=NOW + 100)
+
+    assert erasure.tombstoned
+    assert count(ledger, "redemptions") == 0
+    assert ledger.is_redeemed(coupon.serial_hex)
+    again = ledger.redeem(verified(coupon), "scanner", now=NOW + 200)
+    assert again.result is VerifyResult.ALREADY_REDEEMED
+    assert not again.redeemed
+    assert count(ledger, "redemptions") == 0
+    # Only the keyed hash is kept, never the serial.
+    [(tag,)] = ledger.db.execute("SELECT tag FROM erased_coupons").fetchall()
+    assert tag == ledger.tag(coupon.serial_hex) and coupon.serial_hex not in tag
+
+
+def test_erasure_keeps_the_undelivered_settlement_record(ledger: Ledger) -> None:
+    coupon = make_coupon()
+    ledger.redeem(verified(coupon), "scanner", now=NOW)
+    [record] = ledger_records(ledger)
+
+    erasure = ledger.erase_coupon(coupon.serial_hex, Actor(Role.CLI), now=NOW + 100)
+
+    assert erasure.kept_undelivered == MESSAGES_PER_REDEMPTION
+    assert [m.msg_id for m in pending(ledger.db) if m.kind is MessageKind.LEDGER] == [record.msg_id]
+
+
+def test_erasure_deletes_the_personal_records_and_delivered_messages(ledger: Ledger) -> None:
     erased, kept = make_coupon(), make_coupon()
     ledger.redeem(verified(erased), "scanner", now=NOW)
     ledger.redeem(verified(kept), "scanner", now=NOW)
     ledger.note_store_redemption(erased.serial_hex, "till-2", NOW + 1, now=NOW + 2)
+    mark_delivered(ledger.db, [m.id for m in pending(ledger.db)], at=NOW + 3)
 
-    deleted = ledger.erase_coupon(erased.serial_hex, "pin:0042", now=NOW + 100)
+    erasure = ledger.erase_coupon(erased.serial_hex, Actor(Role.STAFF, "0042"), now=NOW + 100)
 
-    assert deleted == 5  # redemption, conflict, store report, its two outbox messages
-    assert not ledger.is_redeemed(erased.serial_hex)
+    assert erasure.removed == {"redemptions": 1, "conflicts": 1, "store_redeemed": 1, "delivered_messages": 2}
+    assert erasure.kept_undelivered == 0
     assert count(ledger, "redemption_conflicts") == 0
+    assert count(ledger, "store_redeemed") == 0
     assert [record.serial for record in ledger_records(ledger)] == [kept.serial_hex]
     assert ledger.is_redeemed(kept.serial_hex)
-    [audit] = ledger.db.execute("SELECT t, actor, action, subject, detail FROM audit").fetchall()
-    assert audit[:4] == (NOW + 100, "pin:0042", "erase", erased.serial_hex)
-    assert json.loads(audit[4]) == {"redemptions": 1, "conflicts": 1, "store_redeemed": 1, "outbox": 2}
+    # A later report of the erased coupon from another device does not bring its records back.
+    assert not ledger.note_store_redemption(erased.serial_hex, "till-3", NOW + 1, now=NOW + 200)
+    assert count(ledger, "store_redeemed") == 0
 
 
-def test_erasing_an_unknown_serial_deletes_nothing_but_is_still_audited(ledger: Ledger) -> None:
-    assert ledger.erase_coupon("0" * 32, "manager", now=NOW) == 0
-    assert ledger.db.execute("SELECT actor, action, subject FROM audit").fetchall() == [("manager", "erase", "0" * 32)]
+def test_erasure_is_audited_with_actor_outcome_and_counts(ledger: Ledger) -> None:
+    coupon = make_coupon()
+    ledger.redeem(verified(coupon), "scanner", now=NOW)
+
+    ledger.erase_coupon(coupon.serial_hex, Actor(Role.STAFF, "0042"), now=NOW + 100)
+
+    [entry] = entries(ledger.db, action="erase")
+    assert (entry.t, entry.role, entry.actor_id, entry.outcome) == (NOW + 100, "staff", "0042", "ok")
+    assert entry.subject == f"coupon:{ledger.tag(coupon.serial_hex)}"
+    assert entry.detail == {
+        "redemptions": 1,
+        "conflicts": 0,
+        "store_redeemed": 0,
+        "delivered_messages": 0,
+        "kept_undelivered": 2,
+        "tombstone": True,
+    }
+    # No audit row names the serial itself, so erasure leaves it nowhere in the log.
+    rows = ledger.db.execute("SELECT subject, detail FROM audit").fetchall()
+    assert all(coupon.serial_hex not in str(row) for row in rows)
 
 
-@pytest.mark.parametrize("actor", ["", "Jane Doe", "jane@example.com", "x" * 65])
-def test_erase_refuses_an_actor_that_is_not_a_role_or_pin_id(ledger: Ledger, actor: str) -> None:
-    with pytest.raises(ValueError, match="actor"):
-        ledger.erase_coupon("0" * 32, actor)
+def test_erasing_an_unknown_serial_deletes_nothing_leaves_no_tombstone_and_is_audited(ledger: Ledger) -> None:
+    erasure = ledger.erase_coupon("0" * 32, Actor(Role.MANAGER), now=NOW)
+    assert (erasure.total_removed, erasure.tombstoned) == (0, False)
+    assert count(ledger, "erased_coupons") == 0
+    assert [(e.actor, e.action) for e in entries(ledger.db)] == [("manager", "erase")]
+    assert ledger.redeem(verified(make_coupon(serial=b"\x00" * 16)), "scanner", now=NOW).redeemed
+
+
+def test_erase_refuses_an_actor_that_is_not_an_actor(ledger: Ledger) -> None:
+    with pytest.raises(TypeError, match="actor"):
+        ledger.erase_coupon("0" * 32, "manager")  # type: ignore[arg-type]
     assert count(ledger, "audit") == 0
 
 
@@ -361,19 +442,19 @@ def test_erase_is_all_or_nothing_when_the_database_is_locked(db_path: Path, ledg
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(StorageError):
-            ledger.erase_coupon(coupon.serial_hex, "manager")
+            ledger.erase_coupon(coupon.serial_hex, Actor(Role.MANAGER))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert ledger.is_redeemed(coupon.serial_hex)
-    assert count(ledger, "audit") == 0
+    assert entries(ledger.db, action="erase") == []
 
 
 def _race_worker(db_path: str, verifications: list[Verification], seed: int, start: Any, results: Any) -> None:
     order = list(verifications)
     random.Random(seed).shuffle(order)
     outcomes = []
-    with Ledger(db_path, "till-1", TOPICS, busy_timeout_s=30.0) as ledger:
+    with Ledger(db_path, "till-1", busy_timeout_s=30.0) as ledger:
         start.wait(timeout=30)
         for verification in order:
             redemption = ledger.redeem(verification, "scanner")
@@ -386,7 +467,7 @@ def _race_worker(db_path: str, verifications: list[Verification], seed: int, sta
 def test_racing_processes_redeem_each_serial_exactly_once(db_path: Path) -> None:
     processes, serials = 6, 50
     verifications = [verified() for _ in range(serials)]
-    Ledger(db_path, "till-1", TOPICS).close()  # create and migrate the file first
+    Ledger(db_path, "till-1").close()  # create and migrate the file first
     context = multiprocessing.get_context("fork")
     start = context.Barrier(processes)
     results = context.Queue()
@@ -408,14 +489,13 @@ def test_racing_processes_redeem_each_serial_exactly_once(db_path: Path) -> None
     losers = [result for _serial, result, redeemed in outcomes if not redeemed]
     assert len(losers) == (processes - 1) * serials
     assert set(losers) == {"already_redeemed"}
-    with Ledger(db_path, "till-1", TOPICS) as ledger:
+    with Ledger(db_path, "till-1") as ledger:
         assert count(ledger, "redemptions") == serials
         assert Counter(record.serial for record in ledger_records(ledger)) == wins
 
 
 def test_settlement_is_for_the_redeeming_store_when_it_is_configured(db_path: Path) -> None:
-    topics = Topics("acme", "s12", "till-1")
-    with Ledger(db_path, "till-1", topics, store=12) as ledger:
+    with Ledger(db_path, "till-1", store=12) as ledger:
         assert ledger.redeem(verified(make_coupon(store=0)), "cli").redeemed
         (record,) = ledger_records(ledger)
         assert record.store == 12

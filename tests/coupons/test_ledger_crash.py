@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.contract.topics import Topics
 from agent.coupons.ledger import Ledger
 from agent.coupons.token import Coupon, Verification, VerifyResult
-from agent.sync.topics import Topics
 
 TOPICS = Topics("acme", "store-042", "till-1")
 
@@ -31,9 +31,9 @@ CHILD = textwrap.dedent(
     import sys
     from agent.coupons.ledger import Ledger
     from agent.coupons.token import Coupon, Verification, VerifyResult, new_serial
-    from agent.sync.topics import Topics
+    from agent.contract.topics import Topics
 
-    ledger = Ledger(sys.argv[1], "till-1", Topics("acme", "store-042", "till-1"))
+    ledger = Ledger(sys.argv[1], "till-1")
     sys.stdout.write("READY\\n")
     sys.stdout.flush()
     while True:
@@ -88,7 +88,7 @@ def test_every_reported_redemption_survives_sigkill_with_exactly_one_outbox_mess
         assert reported, f"round {round_no}: nothing was redeemed in {delay_s:.2f} s"
         all_reported += reported
 
-        with Ledger(db_path, "till-1", TOPICS) as ledger:
+        with Ledger(db_path, "till-1") as ledger:
             db = ledger.db
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             stored = Counter(row[0] for row in db.execute("SELECT serial FROM redemptions").fetchall())
@@ -104,7 +104,7 @@ def test_every_reported_redemption_survives_sigkill_with_exactly_one_outbox_mess
         assert reports == stored, "each redemption has exactly one store report, and none is orphaned"
 
     assert len(set(all_reported)) == len(all_reported)
-    with Ledger(db_path, "till-1", TOPICS) as ledger:
+    with Ledger(db_path, "till-1") as ledger:
         again = ledger.redeem(_verification(all_reported[-1]), "scanner")
     assert again.result is VerifyResult.ALREADY_REDEEMED
 

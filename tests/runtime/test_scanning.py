@@ -15,10 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.config import parse_config
-from agent.coupons.ledger import Ledger
+from agent.coupons.desk import CouponDesk
 from agent.coupons.token import Coupon, issue_token, new_serial
 from agent.runtime.scanning import ScanService
-from agent.sync.topics import Topics
 from agent.vision.source import parse_source
 
 KEY = Ed25519PrivateKey.generate()
@@ -57,12 +56,14 @@ def test_a_coupon_held_in_front_of_the_camera_is_redeemed_once(tmp_path: Path) -
     outcomes = []
     service = ScanService(config, parse_source(str(clip)), outcomes.append)
     service.run(threading.Event(), lambda: None)
-    with Ledger(config.database_path, "kiosk-2", Topics("acme", "s12", "kiosk-2"), store=12) as ledger:
-        rows = ledger.db.execute("SELECT serial, store, source FROM redemptions").fetchall()
+    with CouponDesk.from_config(config) as desk:
+        rows = desk.db.execute("SELECT serial, store, source FROM redemptions").fetchall()
+        audited = desk.db.execute("SELECT actor, action, outcome FROM audit").fetchall()
     assert service.stats.frames >= 30
     assert service.stats.codes_seen >= 20  # seen in most frames it was shown in
     assert [o.result.value for o in outcomes] == ["valid"]
     assert rows == [(coupon.serial_hex, 12, "scanner")]
+    assert audited == [("system:scanner", "redeem", "ok")]
 
 
 @pytest.mark.integration
@@ -79,6 +80,6 @@ def test_a_coupon_for_another_store_is_refused_and_nothing_is_written(tmp_path: 
     )
     outcomes = []
     ScanService(config, parse_source(str(clip)), outcomes.append).run(threading.Event(), lambda: None)
-    with Ledger(config.database_path, "kiosk-2", Topics("local", "local", "kiosk-2"), store=12) as ledger:
-        assert ledger.db.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (0,)
+    with CouponDesk.from_config(config) as desk:
+        assert desk.db.execute("SELECT COUNT(*) FROM redemptions").fetchone() == (0,)
     assert [o.result.value for o in outcomes] == ["wrong_store"]

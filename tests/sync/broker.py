@@ -117,16 +117,26 @@ class Broker:
             self.extras = extras
         if self.config_file is None:
             self.config_path.write_text(self.config_text())
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self._wait_until_listening(timeout)
-        return self
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [MOSQUITTO, "-c", str(self.config_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            try:
+                self._wait_until_listening(max(deadline - time.monotonic(), 0.5))
+                return self
+            except BrokerError:
+                # A client reconnecting to a free loopback port can briefly connect to itself
+                # (TCP simultaneous open) and hold the port; it lets go within a moment.
+                if "Address already in use" not in self.log_tail() or time.monotonic() >= deadline:
+                    raise
+                self.process = None
+                time.sleep(0.2)
 
     def _wait_until_listening(self, timeout: float) -> None:
         assert self.process is not None

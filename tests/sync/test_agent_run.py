@@ -17,7 +17,6 @@ from sync_broker import Broker, Subscriber
 from agent.config import load_config
 from agent.coupons.ledger import Ledger
 from agent.coupons.token import Coupon, issue_token, new_serial, verify_token
-from agent.sync.topics import Topics
 
 
 @pytest.fixture
@@ -58,7 +57,7 @@ tls = false
     now = int(time.time())
     coupon = Coupon(1, 0, 5, new_serial(), now - 10, now + 3600, 1, 0)
     raw = key.public_key().public_bytes_raw()
-    with Ledger(config.database_path, "till-1", Topics("acme", "s12", "till-1")) as ledger:
+    with Ledger(config.database_path, "till-1") as ledger:
         assert ledger.redeem(verify_token(issue_token(coupon, key), {0: raw}, 0, (), now), "cli").redeemed
 
     platform = subscriber(mosquitto, "retail/v1/acme/#")
@@ -81,7 +80,5 @@ tls = false
     assert states[0]["model"]["name"] == "ssdlite-pedestrian"
 
     with sqlite3.connect(config.database_path) as conn:
-        waiting = conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND topic LIKE '%/ledger'"
-        ).fetchone()
+        waiting = conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND kind = 'ledger'").fetchone()
     assert waiting == (0,)

@@ -14,6 +14,8 @@ import pytest
 from sqlite_utils import Database
 
 from agent.config import SyncConfig
+from agent.contract.payloads import DWELL_BINS
+from agent.contract.topics import Topics
 from agent.counting.tallies import LineMinute, ZoneMinute
 from agent.storage.buckets import write_minutes
 from agent.storage.database import open_database, transaction
@@ -21,8 +23,6 @@ from agent.storage.events import Event, EventKind, record_events
 from agent.sync import aggregates
 from agent.sync.aggregates import close_windows
 from agent.sync.dp import sample_discrete_laplace
-from agent.sync.payloads import DWELL_BINS
-from agent.sync.topics import Topics
 
 DAY0 = 1_767_225_600  # 2026-01-01 00:00 UTC
 W = 900
@@ -77,15 +77,15 @@ def close(db: Database, now: float, config: SyncConfig = CONFIG, **kwargs: Any) 
 
 
 def messages(db: Database, schema: str) -> list[dict[str, Any]]:
-    rows = db.execute("SELECT topic, payload FROM outbox ORDER BY id").fetchall()
-    found = [json.loads(payload) for topic, payload in rows if json.loads(payload)["schema"] == schema]
+    rows = db.execute("SELECT kind, route, payload FROM outbox ORDER BY id").fetchall()
+    found = [json.loads(payload) for _kind, _route, payload in rows if json.loads(payload)["schema"] == schema]
     topic = TOPICS.traffic if schema == "traffic.v1" else TOPICS.coupons
-    assert all(t == topic for t, p in rows if json.loads(p)["schema"] == schema)
+    assert all(TOPICS.topic(k, r) == topic for k, r, p in rows if json.loads(p)["schema"] == schema)
     return found
 
 
 def outbox_rows(db: Database) -> list[tuple[Any, ...]]:
-    return db.execute("SELECT msg_id, topic, payload, created_at FROM outbox ORDER BY id").fetchall()
+    return db.execute("SELECT msg_id, kind, payload, created_at FROM outbox ORDER BY id").fetchall()
 
 
 # Traffic

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from agent.contract.payloads import ErrorKind, HealthReport, StoreRedeemed, parse_payload
 from agent.storage.database import open_database, transaction
+from agent.storage.outbox import OutboxDepth, enqueue
 from agent.sync.health import (
     CpuMeter,
     PipelineCounters,
@@ -22,8 +24,6 @@ from agent.sync.health import (
     memory_mb,
     parse_rss_mb,
 )
-from agent.sync.outbox import OutboxDepth, enqueue
-from agent.sync.payloads import ErrorKind, HealthReport, StoreRedeemed, parse_payload
 
 NOW = 1_767_225_600.0
 
@@ -123,7 +123,7 @@ def test_collect_health_reads_the_outbox_of_the_database(db: Database, tmp_path:
     with transaction(db):
         enqueue(
             db,
-            "retail/v1/acme/s/till-1/x",
+            "store_redeemed",
             StoreRedeemed(device="till-1", serial="a" * 32, redeemed_at=NOW),
             now=NOW - 30,
         )

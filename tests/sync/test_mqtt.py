@@ -21,10 +21,10 @@ import pytest
 from sync_broker import Broker, ClientTls, Received, Subscriber, free_port, mosquitto_available, wait_until
 
 from agent.config import MqttConfig
+from agent.contract.payloads import StateReport
+from agent.contract.topics import Topics
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo, start_with_birth
 from agent.sync.mqtt import Backoff, PahoTransport
-from agent.sync.payloads import StateReport
-from agent.sync.topics import Topics
 from agent.sync.transport import TransportError
 from provisioning.broker import BrokerPlan, write_broker_config
 
@@ -372,7 +372,7 @@ import sys, time
 from pathlib import Path
 from agent.config import MqttConfig
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo, start_with_birth
-from agent.sync.topics import Topics
+from agent.contract.topics import Topics
 
 port, state_dir = int(sys.argv[1]), Path(sys.argv[2])
 info = BirthInfo("0.1.0", None, "c0" * 32)

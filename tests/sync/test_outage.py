@@ -27,12 +27,13 @@ from sqlite_utils import Database
 from sync_broker import Broker
 
 from agent.config import AgentConfig, MqttConfig, parse_config
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import LedgerRecord
+from agent.contract.topics import Topics
 from agent.storage.database import open_database, transaction
+from agent.storage.outbox import depth, enqueue
 from agent.sync.mqtt import PahoTransport
-from agent.sync.outbox import depth, enqueue
-from agent.sync.payloads import LedgerRecord
 from agent.sync.service import SyncService
-from agent.sync.topics import Topics
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +135,7 @@ def queue_records(db: Database, start: int, count: int) -> list[str]:
                 window_start=int(now // 900 * 900),
                 sent_at=now,
             )
-            ids.append(enqueue(db, TOPICS.ledger, record, qos=1, now=now))
+            ids.append(enqueue(db, MessageKind.LEDGER, record, qos=1, now=now))
     return ids
 
 
@@ -201,8 +202,8 @@ import signal, sys, threading
 from pathlib import Path
 from agent.config import parse_config
 from agent.sync.mqtt import PahoTransport
+from agent.contract.topics import Topics
 from agent.sync.service import SyncService
-from agent.sync.topics import Topics
 
 db_path, port = Path(sys.argv[1]), int(sys.argv[2])
 stop = threading.Event()

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import pytest
 from sqlite_utils import Database
 
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import LedgerRecord
+from agent.contract.topics import Topics
 from agent.storage.database import open_database, transaction
-from agent.sync.outbox import depth, enqueue
-from agent.sync.payloads import LedgerRecord
+from agent.storage.outbox import depth, enqueue
 from agent.sync.sender import OutboxSender
-from agent.sync.topics import Topics
 from agent.sync.transport import MessageHandler, TransportError
 
 NOW = 1_767_225_600.0
@@ -102,7 +103,7 @@ def fill(db: Database, count: int, qos: int = 1, created_at: float = NOW) -> lis
                 window_start=int(NOW),
                 sent_at=created_at,
             )
-            ids.append(enqueue(db, TOPICS.ledger, record, qos=qos, now=created_at))
+            ids.append(enqueue(db, MessageKind.LEDGER, record, qos=qos, now=created_at))
     return ids
 
 
@@ -111,7 +112,7 @@ def delivered_ids(db: Database) -> list[str]:
 
 
 def make_sender(db: Database, transport: FakeTransport, batch: int = 10, **kw: object) -> OutboxSender:
-    return OutboxSender(db, transport, batch_size=batch, retention_days=7, **kw)  # type: ignore[arg-type]
+    return OutboxSender(db, transport, batch_size=batch, retention_days=7, topics=TOPICS, **kw)  # type: ignore[arg-type]
 
 
 def test_rows_are_published_in_id_order_with_their_topic_qos_and_payload(db: Database) -> None:
@@ -345,7 +346,9 @@ def test_prune_deletes_only_delivered_rows_older_than_retention(db: Database) ->
     old = fill(db, 3, created_at=NOW - 30 * DAY)
     transport = FakeTransport()
     transport.auto_ack = True
-    sender = OutboxSender(db, transport, batch_size=10, retention_days=7, wall_clock=lambda: NOW - 8 * DAY)
+    sender = OutboxSender(
+        db, transport, batch_size=10, retention_days=7, topics=TOPICS, wall_clock=lambda: NOW - 8 * DAY
+    )
     sender.drain_once(timeout=1.0)  # delivered eight days ago
     recent = fill(db, 2, created_at=NOW - 30 * DAY)
     sender._wall_clock = lambda: NOW - 6 * DAY
@@ -367,4 +370,4 @@ def test_prune_deletes_only_delivered_rows_older_than_retention(db: Database) ->
 )
 def test_bad_settings_are_refused(db: Database, batch_size: object, retention_days: object) -> None:
     with pytest.raises(ValueError):
-        OutboxSender(db, FakeTransport(), batch_size, retention_days)  # type: ignore[arg-type]
+        OutboxSender(db, FakeTransport(), batch_size, retention_days, topics=TOPICS)  # type: ignore[arg-type]

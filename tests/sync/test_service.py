@@ -12,10 +12,10 @@ import pytest
 from sync_broker import Broker, Subscriber, wait_until
 
 from agent.config import AgentConfig, parse_config
+from agent.contract.topics import Topics
 from agent.storage.database import fetch_all, open_database, transaction
 from agent.sync.mqtt import PahoTransport
 from agent.sync.service import SyncService, run_aggregation_once
-from agent.sync.topics import Topics
 
 TOPICS = Topics("acme", "store-042", "till-1")
 TIMEOUT = 15.0
@@ -59,11 +59,11 @@ def test_aggregation_runs_without_a_broker_and_releases_each_window_once(tmp_pat
     try:
         assert run_aggregation_once(db, config, TOPICS, now) >= 1
         assert run_aggregation_once(db, config, TOPICS, now + 60) == 0
-        rows = fetch_all(db, "SELECT topic, payload FROM outbox WHERE topic LIKE '%/traffic'")
+        rows = fetch_all(db, "SELECT kind, payload FROM outbox WHERE kind = 'traffic'")
     finally:
         db.close()
-    [(topic, payload)] = rows
-    assert topic == TOPICS.traffic
+    [(kind, payload)] = rows
+    assert TOPICS.topic(kind) == TOPICS.traffic
     assert json.loads(payload)["lines"] == {"entrance": {"in": 4, "out": 1}}
 
 

@@ -21,16 +21,16 @@ from sqlite_utils import Database
 from sync_broker import Broker, wait_until
 
 from agent.config import AgentConfig, parse_config
+from agent.contract.payloads import StoreRedeemed
+from agent.contract.topics import Topics
 from agent.coupons.ledger import Ledger
 from agent.coupons.token import Coupon, Verification, VerifyResult, issue_token, new_serial, verify_token
 from agent.runtime.syncing import share_store_redemptions
-from agent.storage.database import fetch_all, open_database, transaction
+from agent.storage.database import fetch_all, open_database
 from agent.sync.dispatch import Dispatcher
 from agent.sync.mqtt import PahoTransport
-from agent.sync.payloads import StoreRedeemed
 from agent.sync.service import SyncService
-from agent.sync.store_sharing import StoreSharing, conflict_count, enqueue_store_redeemed
-from agent.sync.topics import Topics
+from agent.sync.store_sharing import StoreSharing, conflict_count
 
 NOW = time.time()
 STORE = 42
@@ -149,32 +149,34 @@ def db() -> Iterator[Database]:
     database.close()
 
 
-def test_the_store_report_goes_to_the_store_topic_with_qos_1_not_retained(db: Database) -> None:
-    topics = topics_of("till-1")
-    with transaction(db):
-        msg_id = enqueue_store_redeemed(db, topics, "ab" * 16, NOW)
-    [(topic, payload, qos, retain)] = fetch_all(db, "SELECT topic, payload, qos, retain FROM outbox")
-    assert topic == "retail/v1/acme/store-042/_store/redeemed"
+def test_the_store_report_goes_to_the_store_topic_with_qos_1_not_retained(tmp_path: Path) -> None:
+    coupon = new_coupon()
+    with Ledger(tmp_path / "agent.db", "till-1", store=STORE) as ledger:
+        ledger.redeem(verified(coupon), "scanner", now=NOW)
+        [(kind, route, payload, qos, retain)] = fetch_all(
+            ledger.db, "SELECT kind, route, payload, qos, retain FROM outbox WHERE kind = 'store_redeemed'"
+        )
+    assert topics_of("till-1").topic(kind, route) == "retail/v1/acme/store-042/_store/redeemed"
     assert (qos, retain) == (1, 0)
     message = json.loads(payload)
     assert message == {
         "schema": "store_redeemed.v1",
-        "msg_id": msg_id,
+        "msg_id": message["msg_id"],
         "device": "till-1",
         "sent_at": NOW,
-        "serial": "ab" * 16,
+        "serial": coupon.serial_hex,
         "redeemed_at": NOW,
     }
 
 
 def test_a_redemption_queues_its_store_report_in_the_same_transaction(tmp_path: Path) -> None:
     coupon = new_coupon()
-    with Ledger(tmp_path / "agent.db", "till-1", topics_of("till-1"), store=STORE) as ledger:
+    with Ledger(tmp_path / "agent.db", "till-1", store=STORE) as ledger:
         assert ledger.redeem(verified(coupon), "scanner", now=NOW).redeemed
         assert not ledger.redeem(verified(coupon), "scanner", now=NOW + 1).redeemed
-        rows = fetch_all(ledger.db, "SELECT topic, payload FROM outbox ORDER BY id")
-    schemas = [(topic.rsplit("/", 1)[-1], json.loads(payload)["schema"]) for topic, payload in rows]
-    assert schemas == [("ledger", "ledger.v1"), ("redeemed", "store_redeemed.v1")]
+        rows = fetch_all(ledger.db, "SELECT kind, payload FROM outbox ORDER BY id")
+    schemas = [(kind, json.loads(payload)["schema"]) for kind, payload in rows]
+    assert schemas == [("ledger", "ledger.v1"), ("store_redeemed", "store_redeemed.v1")]
     assert json.loads(rows[1][1])["serial"] == coupon.serial_hex
 
 
@@ -213,7 +215,7 @@ def store(mosquitto: Broker, tmp_path: Path) -> Iterator[dict[str, Device]]:
             config = make_config(tmp_path, name, mosquitto)
             topics = topics_of(name)
             stop = threading.Event()
-            ledger = Ledger(config.database_path, name, topics, store=STORE)
+            ledger = Ledger(config.database_path, name, store=STORE)
             dispatcher = Dispatcher()
             sharing = share_store_redemptions(dispatcher, config)  # as the runtime wires it
             service = SyncService(config, config.database_path, topics, PahoTransport, stop, dispatcher=dispatcher)
@@ -237,7 +239,7 @@ def test_a_serial_redeemed_on_one_device_is_refused_later_on_the_other(store: di
     assert till1.ledger.redeem(verified(coupon), "scanner").redeemed
     assert wait_until(lambda: till2.ledger.is_redeemed(coupon.serial_hex))
 
-    again = till2.ledger.redeem(verified(coupon), "console")
+    again = till2.ledger.redeem(verified(coupon), "cli")
     assert again.result is VerifyResult.ALREADY_REDEEMED
     assert not again.redeemed
     assert wait_until(lambda: till1.undelivered() == 0 and till2.undelivered() == 0)

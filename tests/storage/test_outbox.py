@@ -8,8 +8,11 @@ import pytest
 from pydantic import ValidationError
 from sqlite_utils import Database
 
+from agent.contract.kinds import MessageKind
+from agent.contract.payloads import LedgerRecord, StoreRedeemed
+from agent.contract.topics import InvalidTopicSegment
 from agent.storage.database import open_database, transaction
-from agent.sync.outbox import (
+from agent.storage.outbox import (
     NotInTransaction,
     OutboxDepth,
     depth,
@@ -17,12 +20,11 @@ from agent.sync.outbox import (
     mark_delivered,
     mark_failed,
     pending,
+    pending_by_kind,
 )
-from agent.sync.payloads import LedgerRecord
-from agent.sync.topics import Topics
 
 NOW = 1_767_225_600.0
-TOPIC = Topics("acme", "store-042", "till-1").ledger
+TOPIC = MessageKind.LEDGER
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def test_enqueue_commits_with_the_callers_transaction(db: Database) -> None:
         assert db.conn.in_transaction  # enqueue did not commit
     assert msg_id == message.msg_id
     [queued] = pending(db)
-    assert (queued.msg_id, queued.topic, queued.qos, queued.retain) == (msg_id, TOPIC, 1, False)
+    assert (queued.msg_id, queued.kind, queued.route, queued.qos, queued.retain) == (msg_id, TOPIC, "", 1, False)
     assert LedgerRecord.model_validate_json(queued.payload) == message
 
 
@@ -89,11 +91,40 @@ def test_a_payload_that_is_not_a_contract_message_is_refused(db: Database) -> No
         enqueue(db, TOPIC, "{}")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("topic", ["", "retail/v1/+/ledger", "retail/v1/#", "bad\x00topic"])
-def test_a_topic_that_cannot_be_published_to_is_refused(db: Database, topic: str) -> None:
-    with pytest.raises(ValueError, match="topic"), transaction(db):
-        enqueue(db, topic, record())
+@pytest.mark.parametrize("kind", ["", "retail/v1/acme/s/d/ledger", "cmd", "LEDGER"])
+def test_an_unknown_kind_is_refused(db: Database, kind: str) -> None:
+    with pytest.raises(ValueError, match="unknown message kind"), transaction(db):
+        enqueue(db, kind, record())
     assert rows(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "route"), [(MessageKind.LEDGER, "job-1"), (MessageKind.JOBS, ""), (MessageKind.JOBS, "a/b")]
+)
+def test_a_route_that_does_not_fit_the_kind_is_refused(db: Database, kind: MessageKind, route: str) -> None:
+    with pytest.raises(InvalidTopicSegment), transaction(db):
+        enqueue(db, kind, record(), route=route)
+    assert rows(db) == 0
+
+
+def test_a_payload_queued_as_another_kind_than_its_schema_is_refused(db: Database) -> None:
+    with pytest.raises(ValueError, match=r"ledger\.v1 payload is sent as ledger, not traffic"), transaction(db):
+        enqueue(db, MessageKind.TRAFFIC, record())
+    assert rows(db) == 0
+
+
+def test_kinds_and_routes_are_stored_and_counted_by_kind(db: Database) -> None:
+    report = StoreRedeemed(device="till-1", serial="cd" * 16, redeemed_at=NOW, sent_at=NOW)
+    with transaction(db):
+        enqueue(db, MessageKind.LEDGER, record("01" * 16), now=NOW)
+        enqueue(db, "ledger", record("02" * 16), now=NOW)
+        enqueue(db, MessageKind.STORE_REDEEMED, report, now=NOW)
+    assert [(m.kind, m.route) for m in pending(db)] == [(MessageKind.LEDGER, "")] * 2 + [
+        (MessageKind.STORE_REDEEMED, "")
+    ]
+    assert pending_by_kind(db) == {MessageKind.LEDGER: 2, MessageKind.STORE_REDEEMED: 1}
+    mark_delivered(db, [pending(db)[-1].id], at=NOW + 1)
+    assert pending_by_kind(db) == {MessageKind.LEDGER: 2}
 
 
 @pytest.mark.parametrize("qos", [-1, 3, True])

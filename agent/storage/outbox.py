@@ -1,8 +1,11 @@
-"""The outbox: messages for the broker, written in the same transaction as the change they report.
+"""The outbox table: messages for the broker, written in the same transaction as the change they report.
 
-A writer calls ``enqueue`` inside its own ``transaction(db)``, so the message exists exactly when
-the change does. A sender reads ``pending``, publishes, and calls ``mark_delivered`` (or
-``mark_failed``); delivery is at least once, and the payload's ``msg_id`` lets receivers drop repeats.
+A writer calls ``enqueue(db, kind, payload)`` inside its own ``transaction(db)``, so the message
+exists exactly when the change does. Rows hold the message kind and its route (the job id of a
+``jobs`` message), never a topic: the sync sender resolves the topic with the device's ``Topics``
+when it publishes, so domain code queues messages without knowing MQTT. A sender reads
+``pending``, publishes, and calls ``mark_delivered`` (or ``mark_failed``); delivery is at least
+once, and the payload's ``msg_id`` lets receivers drop repeats.
 """
 
 from __future__ import annotations
@@ -15,17 +18,27 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from agent.storage.database import fetch_all, transaction
-from agent.sync.payloads import Message
+from agent.contract.kinds import MessageKind, kind_of_schema
+from agent.contract.payloads import Message
+from agent.contract.topics import check_route
+from agent.storage.database import NotInTransaction, fetch_all, require_transaction, transaction
+
+__all__ = [
+    "COLUMNS",
+    "NotInTransaction",
+    "OutboxDepth",
+    "OutboxMessage",
+    "depth",
+    "enqueue",
+    "mark_delivered",
+    "mark_failed",
+    "pending",
+    "pending_by_kind",
+]
 
 logger = logging.getLogger(__name__)
 
-MAX_TOPIC_BYTES = 65535
 MAX_ERROR_CHARS = 500
-
-
-class NotInTransaction(RuntimeError):
-    """``enqueue`` was called with no transaction open: the message would not be atomic with its change."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,8 @@ class OutboxMessage:
 
     id: int
     msg_id: str
-    topic: str
+    kind: MessageKind
+    route: str
     payload: str
     qos: int
     retain: bool
@@ -48,17 +62,18 @@ class OutboxMessage:
         return cls(
             id=row[0],
             msg_id=row[1],
-            topic=row[2],
-            payload=row[3],
-            qos=row[4],
-            retain=bool(row[5]),
-            created_at=row[6],
-            attempts=row[7],
-            last_error=row[8],
+            kind=MessageKind(row[2]),
+            route=row[3],
+            payload=row[4],
+            qos=row[5],
+            retain=bool(row[6]),
+            created_at=row[7],
+            attempts=row[8],
+            last_error=row[9],
         )
 
 
-COLUMNS = "id, msg_id, topic, payload, qos, retain, created_at, attempts, last_error"
+COLUMNS = "id, msg_id, kind, route, payload, qos, retain, created_at, attempts, last_error"
 """The outbox columns an OutboxMessage is read from, in field order."""
 
 
@@ -73,22 +88,24 @@ class OutboxDepth:
 
 def enqueue(
     db: Database,
-    topic: str,
+    kind: MessageKind | str,
     payload: Message,
+    *,
+    route: str = "",
     qos: int = 1,
     retain: bool = False,
-    *,
     now: float | None = None,
 ) -> str:
-    """Queue ``payload`` for ``topic`` inside the caller's open transaction; return its msg_id.
+    """Queue ``payload`` as a message of ``kind`` inside the caller's open transaction; return its msg_id.
 
-    Never commits: the row becomes visible when the caller's transaction commits and disappears
-    if it rolls back. Raises NotInTransaction when no transaction is open, ValueError for a bad
-    topic or QoS and pydantic's ValidationError when the payload does not validate.
+    ``route`` is the routing level of kinds that have one (the job id of ``jobs``) and empty for
+    the others. Never commits: the row becomes visible when the caller's transaction commits and
+    disappears if it rolls back. Raises NotInTransaction when no transaction is open, ValueError
+    for an unknown kind, a bad route or QoS, or a payload whose schema is sent as another kind,
+    and pydantic's ValidationError when the payload does not validate.
     """
-    if not db.conn.in_transaction:
-        raise NotInTransaction("enqueue must run inside the caller's transaction (use transaction(db))")
-    _check_topic(topic)
+    require_transaction(db, "enqueue")
+    checked_kind = check_route(kind, route)
     if isinstance(qos, bool) or qos not in (0, 1, 2):
         raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
     if not isinstance(payload, Message):
@@ -97,12 +114,15 @@ def enqueue(
     # and what is stored must be exactly what a receiver will accept.
     text = payload.to_json()
     checked = type(payload).model_validate_json(text)
+    expected = kind_of_schema(checked.schema_id)
+    if expected is not None and expected is not checked_kind:
+        raise ValueError(f"a {checked.schema_id} payload is sent as {expected.value}, not {checked_kind.value}")
     created_at = time.time() if now is None else now
     db.execute(
-        "INSERT INTO outbox (msg_id, topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [checked.msg_id, topic, text, qos, int(retain), created_at],
+        "INSERT INTO outbox (msg_id, kind, route, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [checked.msg_id, checked_kind.value, route, text, qos, int(retain), created_at],
     )
-    logger.debug("queued %s message %s for %s", checked.schema_id, checked.msg_id, topic)
+    logger.debug("queued %s message %s as %s", checked.schema_id, checked.msg_id, checked_kind.value)
     return checked.msg_id
 
 
@@ -171,13 +191,10 @@ def depth(db: Database, now: float | None = None) -> OutboxDepth:
     )
 
 
-def _check_topic(topic: str) -> None:
-    if not isinstance(topic, str) or not topic:
-        raise ValueError("topic must be a non-empty string")
-    if "+" in topic or "#" in topic:
-        raise ValueError(f"cannot publish to topic {topic!r}: it contains a wildcard")
-    if "\x00" in topic or len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
-        raise ValueError(f"cannot publish to topic {topic!r}: not a valid MQTT topic name")
+def pending_by_kind(db: Database) -> dict[MessageKind, int]:
+    """How many undelivered messages wait, per kind (kinds with none are left out)."""
+    rows = fetch_all(db, "SELECT kind, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY kind ORDER BY kind")
+    return {MessageKind(kind): int(count) for kind, count in rows}
 
 
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:

@@ -24,15 +24,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from agent.config import NAME_PATTERN as CONFIG_NAME_PATTERN
+from agent.contract.windows import WINDOW_S, WindowMinutes, on_grid
 
 logger = logging.getLogger(__name__)
 
-WINDOW_S = 900
-"""Settlement records carry the start of the 15-minute window of a redemption, never its exact time."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Line, zone, model and device names (1-64 letters, digits, '_', '.', '-', starting with a letter or digit).
 
+The config validates its names with this pattern too, so a name it accepts always fits a payload.
+"""
 HEX32_PATTERN = r"^[0-9a-f]{32}$"
-DEVICE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+DEVICE_PATTERN = NAME_PATTERN
 """Device ids as the config accepts them (1-64 letters, digits, '_', '.', '-')."""
 
 Hex32 = Annotated[str, StringConstraints(pattern=HEX32_PATTERN)]
@@ -45,11 +47,6 @@ U32 = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
 def new_msg_id() -> str:
     """A fresh message id: a random uuid4 as 32 lowercase hex digits."""
     return uuid.uuid4().hex
-
-
-def window_start(t: float) -> int:
-    """Start (unix s) of the 15-minute window holding ``t``."""
-    return int(t // WINDOW_S) * WINDOW_S
 
 
 class Message(BaseModel):
@@ -98,8 +95,6 @@ class LedgerRecord(Message):
 
 # Shared field types of the window aggregates, health and store messages.
 
-NAME_PATTERN = CONFIG_NAME_PATTERN.pattern
-"""Line, zone and model names as the config accepts them (1-64 letters, digits, '_', '.', '-')."""
 HEX64_PATTERN = r"^[0-9a-f]{64}$"
 VERSION_PATTERN = r"^[0-9][0-9A-Za-z.-]{0,39}$"
 """An agent version such as ``0.1.0`` or ``1.2.0-rc.1`` (no '+': drop a local build suffix first)."""
@@ -117,7 +112,6 @@ Seconds = Annotated[float, Field(ge=0, lt=2**32, allow_inf_nan=False)]
 Megabytes = Annotated[float, Field(ge=0, lt=2**40, allow_inf_nan=False)]
 Occupancy = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
 WindowStart = Annotated[int, Field(ge=0, lt=2**32)]
-WindowMinutes = Literal[5, 10, 15, 30, 60]
 
 DWELL_BINS: tuple[tuple[str, float], ...] = (
     ("lt_10s", 10.0),
@@ -171,7 +165,7 @@ class _Part(BaseModel):
 
 
 def _check_window(start: int, minutes: int) -> None:
-    if start % (minutes * 60):
+    if not on_grid(start, minutes):
         raise ValueError(f"window_start {start} is not on the {minutes}-minute grid")
 
 

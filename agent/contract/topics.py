@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from agent.contract.kinds import MessageKind, parse_kind
+
 logger = logging.getLogger(__name__)
 
 VERSION = "v1"
@@ -103,3 +105,41 @@ class Topics:
     def store_redeemed(self) -> str:
         """Serials redeemed anywhere in the store: ``retail/v1/{tenant}/{store}/_store/redeemed``."""
         return f"{self.store_prefix}/_store/redeemed"
+
+    def topic(self, kind: MessageKind | str, route: str = "") -> str:
+        """The full topic of an outbound message of ``kind``; ``route`` is the job id for ``jobs``.
+
+        Raises ValueError for an unknown kind and InvalidTopicSegment for a route that is missing,
+        not a valid topic level, or given for a kind that has none.
+        """
+        checked = check_route(kind, route)
+        return self._resolve(checked, route)
+
+    def _resolve(self, kind: MessageKind, route: str) -> str:
+        match kind:
+            case MessageKind.STATE:
+                return self.state
+            case MessageKind.TRAFFIC:
+                return self.traffic
+            case MessageKind.COUPONS:
+                return self.coupons
+            case MessageKind.LEDGER:
+                return self.ledger
+            case MessageKind.HEALTH:
+                return self.health
+            case MessageKind.JOBS:
+                return self.jobs(route)
+            case MessageKind.CONFIG_REPORTED:
+                return self.config_reported
+            case MessageKind.STORE_REDEEMED:
+                return self.store_redeemed
+
+
+def check_route(kind: MessageKind | str, route: str) -> MessageKind:
+    """Check that ``route`` fits ``kind`` (a topic level for ``jobs``, empty otherwise); return the kind."""
+    checked = kind if isinstance(kind, MessageKind) else parse_kind(kind)
+    if checked.routed:
+        check_segment(route, f"route of {checked.value}")
+    elif route != "":
+        raise InvalidTopicSegment(f"a {checked.value} message has no route, got {str(route)[:MAX_SEGMENT]!r}")
+    return checked
