@@ -20,13 +20,14 @@ class SampleUnavailable(RuntimeError):
     """The sample clip is not on this machine and could not be fetched."""
 
 
+def shared_dir() -> Path:
+    """The folder of large inputs kept beside a checkout: ``$RETAIL_SHARED`` when set, else ../shared."""
+    return Path(os.environ.get("RETAIL_SHARED") or REPO.parent / "shared")
+
+
 def candidates(cache_dir: Path) -> list[Path]:
     """Where the clip may already be, in order of preference."""
-    places = [cache_dir / SAMPLE_NAME, DEBIAN_PATH]
-    if "RETAIL_SHARED" in os.environ:
-        places.append(Path(os.environ["RETAIL_SHARED"]) / "data" / SAMPLE_NAME)
-    places.append(REPO.parent / "shared" / "data" / SAMPLE_NAME)
-    return places
+    return [cache_dir / SAMPLE_NAME, DEBIAN_PATH, shared_dir() / "data" / SAMPLE_NAME]
 
 
 def find_sample(cache_dir: Path, fetch: bool = True) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import UsageError, main, parse_line_arg, parse_zone_arg
+from agent.vision.models import load_manifest
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -109,21 +110,27 @@ def test_count_json_on_the_sample_clip(vtest_path: Path) -> None:
 
 @pytest.mark.integration
 def test_models_fetch_refuses_a_file_that_is_not_the_pinned_release(
-    yolox_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An equivalent export with another hash is not the release file: refused, nothing left behind."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(yolox_path.parent))
+    """A file of the release's name and size but other bytes is not the release file: refused by its
+    sha256, nothing left behind."""
+    release = load_manifest()["yolox-nano"]
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / release.file).write_bytes(bytes(release.size))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{yolox_path.name}"
-        code = main(["models", "fetch", "yolox-nano", "--url", url, "--state-dir", str(tmp_path)])
+        url = f"http://127.0.0.1:{server.server_address[1]}/{release.file}"
+        code = main(["models", "fetch", "yolox-nano", "--url", url, "--state-dir", str(tmp_path / "state")])
     finally:
         server.shutdown()
     assert code == 2
     err = capsys.readouterr().err
     assert "yolox-nano" in err
-    models_dir = tmp_path / "models"
+    assert "sha256" in err
+    models_dir = tmp_path / "state" / "models"
     leftovers = list(models_dir.iterdir()) if models_dir.exists() else []
     assert leftovers == []

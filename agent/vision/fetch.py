@@ -34,7 +34,7 @@ def fetch_model(
 
     The bytes go to a temporary file in dest_dir and are renamed into place only when their size
     and sha256 match the manifest; anything else raises ModelError and leaves nothing behind.
-    ``url`` overrides the manifest's address; ``manifest`` defaults to models/manifest.toml.
+    ``url`` overrides the manifest's address; ``manifest`` defaults to the shipped manifest.
     """
     manifest = manifest if manifest is not None else load_manifest()
     if name not in manifest:

@@ -28,6 +28,7 @@ DEFAULT_TRACK_THRESHOLDS: Mapping[Family, tuple[float, float]] = {"ssd": (0.3, 0
 YOLOX_STRIDES = (8, 16, 32)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MANIFEST_NAME = "manifest.toml"
 
 
 class ModelError(Exception):
@@ -99,18 +100,34 @@ class ModelSpec:
 
 
 def repo_models_dir() -> Path:
-    """The repository's models/ folder (beside the agent package)."""
+    """The models/ folder of a source checkout (beside the agent package)."""
     return Path(__file__).resolve().parents[2] / "models"
 
 
+def installed_models_dir() -> Path:
+    """Where an installed agent keeps its shipped models: the ``agent._models`` package data."""
+    return Path(__file__).resolve().parents[1] / "_models"
+
+
+def packaged_models_dir() -> Path:
+    """The read-only folder of models that ship with the agent (manifest, default model, licence).
+
+    An installed wheel carries them as package data; a source checkout (also an editable install)
+    has them in the repository's models/ folder. Nothing is ever written here: fetched and
+    delivered models go to the state folder's models/.
+    """
+    installed = installed_models_dir()
+    return installed if (installed / MANIFEST_NAME).is_file() else repo_models_dir()
+
+
 def default_manifest_path() -> Path:
-    return repo_models_dir() / "manifest.toml"
+    return packaged_models_dir() / MANIFEST_NAME
 
 
 def default_model_dirs(state_dir: Path | None) -> list[Path]:
-    """Where model files are looked for: the writable state models folder first, then the repository's."""
+    """Where model files are looked for: the writable state models folder first, then the shipped ones."""
     dirs = [state_dir / "models"] if state_dir is not None else []
-    dirs.append(repo_models_dir())
+    dirs.append(packaged_models_dir())
     return dirs
 
 

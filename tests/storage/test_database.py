@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,16 +85,30 @@ def test_a_file_in_place_of_the_state_folder_gives_a_storage_error(tmp_path: Pat
         open_database(tmp_path / "state" / "agent.db")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
-def test_a_read_only_state_folder_gives_a_storage_error(tmp_path: Path) -> None:
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """An existing folder this process cannot create files in.
+
+    Mode 0500 for an ordinary user. Root ignores permission bits, so for root (as in CI) it is a
+    procfs folder, where no one, root included, can create a file.
+    """
+    if os.geteuid() == 0:
+        yield Path("/proc/self")
+        return
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        with pytest.raises(StorageError, match=r"ro/agent\.db"):
-            open_database(folder / "agent.db")
+        yield folder
     finally:
         folder.chmod(0o700)
+
+
+def test_a_read_only_state_folder_gives_a_storage_error(read_only_folder: Path) -> None:
+    path = read_only_folder / "agent.db"
+    with pytest.raises(StorageError, match=re.escape(str(path))):
+        open_database(path)
+    assert not path.exists()
 
 
 def test_a_database_locked_by_another_process_gives_a_storage_error_at_open(db_path: Path) -> None:

@@ -222,19 +222,26 @@ def _frames(video: Path, indices: list[int]) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def real_detectors(yolox_path: Path) -> dict[str, Detector]:
-    return {
-        "ssd": Detector(resolve_model("ssdlite-pedestrian")),
-        "yolox": Detector(resolve_model(str(yolox_path))),
-    }
+def ssd_detector() -> Detector:
+    return Detector(resolve_model("ssdlite-pedestrian"))
+
+
+@pytest.fixture(scope="module")
+def yolox_detector(yolox_path: Path) -> Detector:
+    return Detector(resolve_model(str(yolox_path)))
+
+
+@pytest.fixture(params=["ssd", "yolox"])
+def real_detector(request: pytest.FixtureRequest) -> Detector:
+    """Each real model in turn; only the YOLOX case needs the YOLOX-Nano export."""
+    detector: Detector = request.getfixturevalue(f"{request.param}_detector")
+    return detector
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("family", ["ssd", "yolox"])
-def test_detect_finds_plausible_people_on_sample_frames(
-    real_detectors: dict[str, Detector], vtest_path: Path, family: str
-) -> None:
-    detector = real_detectors[family]
+def test_detect_finds_plausible_people_on_sample_frames(real_detector: Detector, vtest_path: Path) -> None:
+    detector = real_detector
+    family = detector.spec.family
     for frame in _frames(vtest_path, [100, 300, 500]):
         found = detector.detect(frame)
         assert (found.scores >= detector.score_threshold).all()
@@ -249,9 +256,8 @@ def test_detect_finds_plausible_people_on_sample_frames(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("family", ["ssd", "yolox"])
-def test_black_frame_gives_nothing_that_could_start_a_track(real_detectors: dict[str, Detector], family: str) -> None:
-    detector = real_detectors[family]
+def test_black_frame_gives_nothing_that_could_start_a_track(real_detector: Detector) -> None:
+    detector = real_detector
     found = detector.detect(np.zeros((576, 768, 3), np.uint8))
     assert not (found.scores >= detector.spec.track_threshold).any()
 

@@ -16,7 +16,9 @@ from agent.vision.models import (
     ModelSpec,
     default_model_dirs,
     file_sha256,
+    installed_models_dir,
     load_manifest,
+    packaged_models_dir,
     read_signature,
     repo_models_dir,
     resolve_model,
@@ -175,8 +177,25 @@ def test_state_dir_copy_is_found_before_the_repository_copy(tmp_path: Path) -> N
 
 
 def test_default_model_dirs_put_the_state_folder_first(tmp_path: Path) -> None:
-    assert default_model_dirs(tmp_path) == [tmp_path / "models", repo_models_dir()]
-    assert default_model_dirs(None) == [repo_models_dir()]
+    assert default_model_dirs(tmp_path) == [tmp_path / "models", packaged_models_dir()]
+    assert default_model_dirs(None) == [packaged_models_dir()]
+
+
+def test_a_source_checkout_uses_the_repository_models_folder() -> None:
+    """No package data beside the agent package here: the checkout's models/ holds the shipped models."""
+    assert not (installed_models_dir() / "manifest.toml").exists()
+    assert packaged_models_dir() == repo_models_dir()
+    assert load_manifest().path == repo_models_dir() / "manifest.toml"
+
+
+def test_installed_package_data_is_preferred_to_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = tmp_path / "site-packages" / "agent" / "_models"
+    installed.mkdir(parents=True)
+    (installed / "manifest.toml").write_bytes((repo_models_dir() / "manifest.toml").read_bytes())
+    monkeypatch.setattr("agent.vision.models.installed_models_dir", lambda: installed)
+    assert packaged_models_dir() == installed
+    assert default_model_dirs(tmp_path / "state") == [tmp_path / "state" / "models", installed]
+    assert load_manifest().path == installed / "manifest.toml"
 
 
 def test_missing_downloadable_model_says_how_to_fetch_it(tmp_path: Path) -> None:

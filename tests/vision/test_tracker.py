@@ -13,6 +13,8 @@ import onnxruntime as ort
 import pytest
 
 from agent.vision.detections import Detections
+from agent.vision.detector import Detector
+from agent.vision.models import resolve_model
 from agent.vision.tracker import ByteTracker, Track, TrackerSettings, TrackerUpdate, iou_matrix
 
 Box = tuple[float, float, float, float]
@@ -379,20 +381,45 @@ def _yolox_person_detections(model: Path, video: Path, frames: int) -> list[Dete
     return out
 
 
-@pytest.fixture(scope="session")
-def clip_detections(yolox_path: Path, vtest_path: Path) -> Sequence[Detections]:
-    return _yolox_person_detections(yolox_path, vtest_path, CLIP_FRAMES)
+def _default_model_detections(video: Path, frames: int) -> tuple[list[Detections], TrackerSettings]:
+    """Detect people with the shipped default model, with the tracker thresholds its manifest gives."""
+    spec = resolve_model("ssdlite-pedestrian")
+    detector = Detector(spec)
+    capture = cv2.VideoCapture(str(video))
+    out: list[Detections] = []
+    try:
+        while len(out) < frames:
+            ok, image = capture.read()
+            if not ok:
+                break
+            out.append(detector.detect(image))
+    finally:
+        capture.release()
+    settings = TrackerSettings(high_threshold=spec.track_threshold, new_track_threshold=spec.new_track_threshold)
+    return out, settings
+
+
+@pytest.fixture(scope="session", params=["ssd", "yolox"])
+def clip_detections(request: pytest.FixtureRequest, vtest_path: Path) -> tuple[Sequence[Detections], TrackerSettings]:
+    """The clip's people as each real model sees them; only the YOLOX case needs the YOLOX-Nano export."""
+    if request.param == "ssd":
+        return _default_model_detections(vtest_path, CLIP_FRAMES)
+    yolox_path: Path = request.getfixturevalue("yolox_path")
+    return _yolox_person_detections(yolox_path, vtest_path, CLIP_FRAMES), TrackerSettings()
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_tracks_on_the_sample_clip_are_plausible(clip_detections: Sequence[Detections]) -> None:
-    assert len(clip_detections) == CLIP_FRAMES
-    tracker = ByteTracker()
+def test_tracks_on_the_sample_clip_are_plausible(
+    clip_detections: tuple[Sequence[Detections], TrackerSettings],
+) -> None:
+    detections_per_frame, settings = clip_detections
+    assert len(detections_per_frame) == CLIP_FRAMES
+    tracker = ByteTracker(settings)
     lengths: Counter[int] = Counter()
     ended: list[int] = []
     per_frame: list[int] = []
-    for detections in clip_detections:
+    for detections in detections_per_frame:
         update = tracker.update(detections)
         now = ids(update)
         assert len(now) == len(set(now)), "an id reported twice in one frame"
