@@ -227,27 +227,28 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    import cv2
-
+    """Each file gets an entry: its codes and time, or the reason it was not read; exit 2 if any was not."""
+    from agent.coupons.images import load_image
     from agent.coupons.scanner import decode_codes
 
-    results, unreadable = [], []
+    results: list[dict[str, Any]] = []
     for name in args.images:
-        image = cv2.imread(name, cv2.IMREAD_COLOR)
-        if image is None:
-            unreadable.append(name)
-            print(f"retail-agent scan: cannot read image {name}", file=sys.stderr)
+        try:
+            image = load_image(Path(name))
+            started = time.perf_counter()
+            codes = decode_codes(image)
+        except ValueError as exc:
+            results.append({"file": name, "error": str(exc)})
+            print(f"retail-agent scan: {name}: {exc}", file=sys.stderr)
             continue
-        started = time.perf_counter()
-        codes = decode_codes(image)
         results.append({"file": name, "codes": codes, "ms": round((time.perf_counter() - started) * 1000, 2)})
     if args.json:
         print(json.dumps({"results": results}))
     else:
         for item in results:
-            found = ", ".join(item["codes"]) or "no code"
-            print(f"{item['file']}: {found} ({item['ms']} ms)")
-    return EXIT_USAGE if unreadable else EXIT_OK
+            if "codes" in item:
+                print(f"{item['file']}: {', '.join(item['codes']) or 'no code'} ({item['ms']} ms)")
+    return EXIT_USAGE if any("error" in item for item in results) else EXIT_OK
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
