@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agent import __version__
 from agent.config import (
@@ -33,6 +33,34 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """Bad arguments or unusable input; reported in one line with exit code 2."""
+
+
+class ArgumentsError(Exception):
+    """The command line does not parse; ``parser`` is the (sub)parser that refused it."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises instead of exiting, so ``main()`` reports a bad command line like any other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentsError(self, message)
+
+
+STDIN = "-"
+
+
+def token_text(value: str) -> str:
+    """The coupon text argument: ``-`` reads it from standard input (one token, blanks stripped)."""
+    if value != STDIN:
+        return value
+    text = sys.stdin.read().strip()
+    if not text:
+        raise argparse.ArgumentTypeError("no token text on standard input")
+    return text
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -244,27 +272,28 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    import cv2
-
+    """Each file gets an entry: its codes and time, or the reason it was not read; exit 2 if any was not."""
+    from agent.coupons.images import load_image
     from agent.coupons.scanner import decode_codes
 
-    results, unreadable = [], []
+    results: list[dict[str, Any]] = []
     for name in args.images:
-        image = cv2.imread(name, cv2.IMREAD_COLOR)
-        if image is None:
-            unreadable.append(name)
-            print(f"retail-agent scan: cannot read image {name}", file=sys.stderr)
+        try:
+            image = load_image(Path(name))
+            started = time.perf_counter()
+            codes = decode_codes(image)
+        except ValueError as exc:
+            results.append({"file": name, "error": str(exc)})
+            print(f"retail-agent scan: {name}: {exc}", file=sys.stderr)
             continue
-        started = time.perf_counter()
-        codes = decode_codes(image)
         results.append({"file": name, "codes": codes, "ms": round((time.perf_counter() - started) * 1000, 2)})
     if args.json:
         print(json.dumps({"results": results}))
     else:
         for item in results:
-            found = ", ".join(item["codes"]) or "no code"
-            print(f"{item['file']}: {found} ({item['ms']} ms)")
-    return EXIT_USAGE if unreadable else EXIT_OK
+            if "codes" in item:
+                print(f"{item['file']}: {', '.join(item['codes']) or 'no code'} ({item['ms']} ms)")
+    return EXIT_USAGE if any("error" in item for item in results) else EXIT_OK
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -295,7 +324,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retail-agent", description="The in-store agent for retail devices.")
+    parser = _Parser(prog="retail-agent", description="The in-store agent for retail devices.")
     parser.add_argument("--version", action="version", version=f"retail-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -335,8 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_scan)
 
-    p = sub.add_parser("redeem", help="verify a coupon token and redeem it once (exit 0 only when redeemed)")
-    p.add_argument("text", help='the token text, "C1:..."')
+    p = sub.add_parser(
+        "redeem",
+        help="verify a coupon token and redeem it once (exit 0 only when redeemed)",
+        epilog='A text that starts with "-" goes after "--": retail-agent redeem --json -- "-X...". '
+        'With "-" as the text it is read from standard input: ... | retail-agent redeem --json -. '
+        "With --json, a bad command line or input is reported as one JSON object with an error field "
+        "(exit 2).",
+    )
+    p.add_argument("text", type=token_text, help='the token text, "C1:..."; "-" reads it from standard input')
     p.add_argument("--config", help="TOML config with the [coupons] section")
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.add_argument("--actor", default="cli", help="who redeems, as ROLE or ROLE:ID (for the audit log)")
@@ -379,9 +415,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether a command line that did not parse asked for JSON output (options before ``--``)."""
+    options = list(argv)[: list(argv).index("--")] if "--" in argv else list(argv)
+    return "--json" in options
+
+
+def _report(command: str, message: str, as_json: bool) -> None:
+    print(f"retail-agent {command}: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message}))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging("DEBUG" if args.verbose else "WARNING" if getattr(args, "json", False) else "INFO")
+    """Run one command; every expected error is one message on stderr (and one JSON object on
+    stdout with ``--json``), never a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ArgumentsError as exc:
+        message = str(exc)
+        if exc.parser.prog.endswith(" redeem") and "required: text" in message:
+            message += ' (a token text that starts with "-" goes after "--")'
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {message}", file=sys.stderr)
+        if _wants_json(argv):
+            print(json.dumps({"error": message}))
+        return EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
+    configure_logging("DEBUG" if args.verbose else "WARNING" if as_json else "INFO")
     from agent.storage.database import StorageError
     from agent.vision.models import ModelError
     from agent.vision.source import SourceError
@@ -390,12 +452,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"config error in {exc}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": f"config error in {exc}"}))
         return EXIT_USAGE
     except (UsageError, SourceError, ModelError) as exc:
-        print(f"retail-agent {args.command}: {exc}", file=sys.stderr)
+        _report(args.command, str(exc), as_json)
         return EXIT_USAGE
     except StorageError as exc:
-        print(f"retail-agent {args.command}: {exc}", file=sys.stderr)
+        _report(args.command, str(exc), as_json)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -1,4 +1,9 @@
-"""One typed config tree, validated at load; every error names its key path."""
+"""One typed config tree, validated at load; every error names its key path.
+
+Types are strict: ``true`` is not an integer and ``"1883"`` is not a number (an integer is fine
+where a decimal is expected). Files the config names are checked at load (see
+``agent.config_files`` for how relative names are resolved).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config_files import credentials_dir, missing_video_file, resolve, unreadable
 from agent.contract.payloads import NAME_PATTERN as WIRE_NAME_PATTERN
+from agent.source_kind import classify_source
 
 NAME_PATTERN = re.compile(WIRE_NAME_PATTERN)
 DEFAULT_STATE_DIR = Path("/var/lib/retail-agent")
@@ -42,21 +49,46 @@ def _two_numbers(value: Any) -> Any:
         raise ValueError("must be two numbers [x, y]")
     if any(v < 0 for v in value):
         raise ValueError("coordinates must not be negative")
+    return tuple(value)
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+def _source(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a USB camera index, a stream URL or a file path")
+    try:
+        classify_source(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _pairs(value: Any) -> Any:
+    if isinstance(value, list):
+        return [tuple(item) if isinstance(item, list) else item for item in value]
     return value
 
 
 XY = Annotated[tuple[float, float], BeforeValidator(_two_numbers)]
+FilePath = Annotated[Path, Field(strict=False)]
+"""A path: TOML gives strings."""
+Source = Annotated[str | int, BeforeValidator(_source)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DeviceConfig(_Section):
     id: str = "local"
     tenant: str = "local"
     store: str = "local"
-    state_dir: Path = DEFAULT_STATE_DIR
+    state_dir: FilePath = DEFAULT_STATE_DIR
 
     @field_validator("id", "tenant", "store")
     @classmethod
@@ -87,7 +119,7 @@ class ZoneConfig(_Section):
 
 
 class CameraConfig(_Section):
-    source: str | int = 0
+    source: Source = 0
     target_fps: float = Field(default=10.0, gt=0, le=120)
     queue_size: int = Field(default=2, ge=1, le=64)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
@@ -111,7 +143,7 @@ class DetectorConfig(_Section):
     family: Literal["ssd", "yolox"] | None = None
     threads: int = Field(default=1, ge=1, le=16)
     score_threshold: float | None = Field(default=None, gt=0, lt=1)
-    tiles: Literal[1, 2] = 1
+    tiles: Annotated[Literal[1, 2], BeforeValidator(_not_bool)] = 1
 
 
 class TrackerConfig(_Section):
@@ -140,7 +172,7 @@ class CountingConfig(_Section):
 
 
 class StorageConfig(_Section):
-    database: Path = Path("agent.db")
+    database: FilePath = Path("agent.db")
     events_days: int = Field(default=7, ge=1, le=366)
     buckets_days: int = Field(default=56, ge=1, le=3660)
     flush_s: float = Field(default=10.0, gt=0, le=3600)
@@ -152,7 +184,7 @@ class CouponsConfig(_Section):
     store: int = Field(default=0, ge=0, le=65535)
     revoked: list[str] = Field(default_factory=list)
     issuer_keys: dict[str, str] = Field(default_factory=dict)
-    scan_source: str | int | None = None
+    scan_source: Source | None = None
     scan_fps: float = Field(default=5.0, gt=0, le=60)
     confirm_frames: int = Field(default=2, ge=1, le=30)
 
@@ -195,13 +227,21 @@ class MqttConfig(_Section):
     client_id: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     tls: bool = True
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
     username: str | None = None
-    password_file: Path | None = None
+    password_file: FilePath | None = None
     reconnect_min_s: float = Field(default=1.0, gt=0, le=60)
     reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("reconnect_max_s")
+    @classmethod
+    def _not_below_min(cls, value: float, info: Any) -> float:
+        low = info.data.get("reconnect_min_s")
+        if low is not None and value < low:
+            raise ValueError(f"must not be below reconnect_min_s ({low})")
+        return value
 
     @field_validator("key_file", mode="after")
     @classmethod
@@ -220,7 +260,7 @@ class MqttConfig(_Section):
 class SyncConfig(_Section):
     """Aggregation and delivery: what leaves the device, how coarse, how often."""
 
-    window_minutes: Literal[5, 10, 15, 30, 60] = 15
+    window_minutes: Annotated[Literal[5, 10, 15, 30, 60], BeforeValidator(_not_bool)] = 15
     grace_minutes: int = Field(default=5, ge=0, le=120)
     epsilon_per_day: float = Field(default=1.0, gt=0, le=10)
     contribution_cap: int = Field(default=1, ge=1, le=100)
@@ -228,7 +268,7 @@ class SyncConfig(_Section):
     health_interval_s: float = Field(default=60.0, ge=5, le=3600)
     batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_retention_days: int = Field(default=7, ge=1, le=366)
-    coupon_offers: list[tuple[int, int]] = Field(default_factory=list)
+    coupon_offers: Annotated[list[tuple[int, int]], BeforeValidator(_pairs)] = Field(default_factory=list)
     """(campaign, offer) cells reported in every coupon window, decided in advance."""
 
 
@@ -326,18 +366,70 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
         raise ConfigError(source, problems) from None
 
 
-def load_config(path: Path) -> AgentConfig:
-    """Read and validate one TOML config file."""
+def _decode(path: Path, raw: bytes) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start]
+        problem = ConfigProblem("(file)", f"byte 0x{byte:02x}", f"not UTF-8 text at byte offset {exc.start}")
+        raise ConfigError(str(path), [problem]) from None
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate one TOML config file, resolve its relative paths and check its files."""
+    try:
+        text = _decode(path, path.read_bytes())
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("(file)", repr(str(path)), exc.strerror or str(exc))]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [ConfigProblem("(syntax)", "", f"not valid TOML: {exc}")]) from None
-    config = parse_config(data, str(path))
-    if not config.device.state_dir.is_absolute():
-        state_dir = (path.parent / config.device.state_dir).resolve()
-        config = config.model_copy(update={"device": config.device.model_copy(update={"state_dir": state_dir})})
+    config = _with_files(parse_config(data, str(path)), path.parent)
+    problems = _file_problems(config)
+    if problems:
+        raise ConfigError(str(path), problems)
     return config
+
+
+_SECRET_FILES = ("ca_file", "cert_file", "key_file", "password_file")
+
+
+def _with_files(config: AgentConfig, folder: Path) -> AgentConfig:
+    """Relative paths made absolute: against ``folder``, or systemd's credentials folder for the
+    MQTT TLS and password files when it is set."""
+    device = config.device.model_copy(update={"state_dir": resolve(config.device.state_dir, folder)})
+    camera = config.camera.model_copy(update={"source": _resolve_source(config.camera.source, folder)})
+    coupons = config.coupons
+    if coupons.scan_source is not None:
+        coupons = coupons.model_copy(update={"scan_source": _resolve_source(coupons.scan_source, folder)})
+    mqtt = config.mqtt
+    if mqtt is not None:
+        secrets_folder = credentials_dir() or folder
+        files = {key: getattr(mqtt, key) for key in _SECRET_FILES}
+        mqtt = mqtt.model_copy(
+            update={key: resolve(value, secrets_folder) for key, value in files.items() if value is not None}
+        )
+    return config.model_copy(update={"device": device, "camera": camera, "coupons": coupons, "mqtt": mqtt})
+
+
+def _resolve_source(value: str | int, folder: Path) -> str | int:
+    kind, spec = classify_source(value)
+    return str(resolve(Path(str(spec)), folder)) if kind == "file" else value
+
+
+def _file_problems(config: AgentConfig) -> list[ConfigProblem]:
+    problems = []
+    sources = {"camera -> source": config.camera.source, "coupons -> scan_source": config.coupons.scan_source}
+    for key, value in sources.items():
+        if value is not None and classify_source(value)[0] == "file":
+            reason = missing_video_file(Path(str(value)))
+            if reason:
+                problems.append(ConfigProblem(key, repr(value), reason))
+    if config.mqtt is not None:
+        for key in _SECRET_FILES:
+            path = getattr(config.mqtt, key)
+            reason = unreadable(path) if path is not None else None
+            if reason:
+                problems.append(ConfigProblem(f"mqtt -> {key}", repr(str(path)), reason))
+    return problems

@@ -19,20 +19,38 @@ What a device may do (``acl_text``):
 - read ``retail/v1/{tenant}/_artifacts/#`` (retained artifact chunks).
 
 Platform accounts (``platform_users``) read everything of the tenant and write commands and
-artifacts. Commands are signed besides, so a broker-side mistake cannot forge one.
+artifacts. Commands are signed besides, so a broker-side mistake cannot forge one. Platform
+consumers (``consumers``, certificate CN ``platform-<name>``, see ``provisioning.pki``) only read
+``retail/v1/{tenant}/#``; several instances of one consumer share the load with a shared
+subscription, ``$share/<group>/retail/v1/{tenant}/#`` (Mosquitto checks the ACL against the topic
+after the ``$share/<group>/`` part).
+
+Files and owners (``write_broker_config``): Debian's service starts ``mosquitto -c FILE`` as root,
+and Mosquitto drops to its ``user`` (``mosquitto``) before it reads the TLS files and the ACL. So
+the CA and server certificates, the ACL and the config are 0644, and the server key is 0640, owner
+the operator, group the broker user's group: never world-readable. The folder must be reachable by
+that user (e.g. ``/etc/mosquitto/retail``), and ``persistence_location`` writable by it.
 """
 
 from __future__ import annotations
 
+import grp
 import logging
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.contract.topics import ROOT, VERSION, check_segment
+from provisioning.pki import CERT_MODE, platform_identity, write_atomic
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8883
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
+"""Local clients only unless told: a store broker gets the address of the store's network."""
+BROKER_USER = "mosquitto"
+"""The account Mosquitto drops to when started as root (its default)."""
+KEY_MODE = 0o640
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,8 @@ class BrokerPlan:
     fleet_groups: tuple[str, ...] = ()
     """Fleet groups whose commands devices may read; empty means every group (``+``)."""
     platform_users: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
+    """Platform consumer names; each reads the tenant as ``platform-<name>``."""
 
     def __post_init__(self) -> None:
         check_segment(self.tenant, "tenant")
@@ -52,6 +72,8 @@ class BrokerPlan:
             check_segment(group, "fleet group")
         for user in self.platform_users:
             check_segment(user, "platform user")
+        for name in self.consumers:
+            platform_identity(name)
 
     @property
     def tenant_prefix(self) -> str:
@@ -86,6 +108,13 @@ def acl_text(plan: BrokerPlan) -> str:
             f"topic write {plan.tenant_prefix}/+/+/cmd/#",
             f"topic write {plan.tenant_prefix}/_fleet/#",
             f"topic write {plan.tenant_prefix}/_artifacts/#",
+        ]
+    for name in plan.consumers:
+        lines += [
+            "",
+            f"# Platform consumer {name}: reads the tenant (also as $share/<group>/...).",
+            f"user {platform_identity(name)}",
+            f"topic read {plan.tenant_prefix}/#",
         ]
     return "\n".join(lines) + "\n"
 
@@ -130,7 +159,7 @@ def config_text(
     key_file: Path,
     acl_file: Path,
     port: int = DEFAULT_PORT,
-    bind_address: str | None = None,
+    bind_address: str | None = DEFAULT_BIND_ADDRESS,
     persistence_dir: Path = Path("/var/lib/mosquitto"),
     log_dest: str = "syslog",
     user: str | None = None,
@@ -139,6 +168,7 @@ def config_text(
 
     Persistent sessions of devices that stay away are dropped after 14 days. ``user`` is the
     account Mosquitto drops to when started as root (its default is ``mosquitto``).
+    ``bind_address`` None listens on every interface.
     """
     listener = f"listener {port}" + (f" {bind_address}" if bind_address else "")
     return (
@@ -165,8 +195,37 @@ def config_text(
 
 @dataclass(frozen=True)
 class BrokerFiles:
+    """What ``write_broker_config`` wrote; ``key_group`` is the group that may read the key, or
+    None when it could not be set (the key is then 0600 and needs ``chgrp`` by hand)."""
+
     config_file: Path
     acl_file: Path
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    key_group: str | None
+
+
+def _group_of(user: str) -> tuple[str, int] | None:
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+    except KeyError:
+        return None
+    return grp.getgrgid(gid).gr_name, gid
+
+
+def _install_key(source: Path, target: Path, user: str) -> str | None:
+    data = source.read_bytes()
+    group = _group_of(user)
+    if group is not None:
+        try:
+            write_atomic(target, data, KEY_MODE, group[1])
+            return group[0]
+        except PermissionError:
+            pass
+    write_atomic(target, data, 0o600)
+    logger.warning("%s is 0600: give it to the group of %s with mode 0640 before starting the broker", target, user)
+    return None
 
 
 def write_broker_config(
@@ -177,28 +236,35 @@ def write_broker_config(
     cert_file: Path,
     key_file: Path,
     port: int = DEFAULT_PORT,
-    bind_address: str | None = None,
+    bind_address: str | None = DEFAULT_BIND_ADDRESS,
     persistence_dir: Path = Path("/var/lib/mosquitto"),
     log_dest: str = "syslog",
     user: str | None = None,
 ) -> BrokerFiles:
-    """Write ``mosquitto.conf`` and ``acl`` into ``directory``; paths in the config are absolute."""
+    """Write a broker folder: ``mosquitto.conf``, ``acl`` and copies of the CA certificate, the
+    server certificate and key, with the modes and group the broker needs (module docstring).
+    Paths in the config are absolute."""
     directory.mkdir(parents=True, exist_ok=True)
-    acl = directory.resolve() / "acl"
-    acl.write_text(acl_text(plan))
-    config = directory / "mosquitto.conf"
-    config.write_text(
-        config_text(
-            ca_file=ca_file.resolve(),
-            cert_file=cert_file.resolve(),
-            key_file=key_file.resolve(),
-            acl_file=acl,
-            port=port,
-            bind_address=bind_address,
-            persistence_dir=persistence_dir,
-            log_dest=log_dest,
-            user=user,
-        )
+    folder = directory.resolve()
+    account = user or BROKER_USER
+    ca_copy, cert_copy, key_copy = folder / "ca.crt", folder / "server.crt", folder / "server.key"
+    write_atomic(ca_copy, ca_file.read_bytes(), CERT_MODE)
+    write_atomic(cert_copy, cert_file.read_bytes(), CERT_MODE)
+    key_group = _install_key(key_file, key_copy, account)
+    acl = folder / "acl"
+    write_atomic(acl, acl_text(plan).encode(), CERT_MODE)
+    config = folder / "mosquitto.conf"
+    text = config_text(
+        ca_file=ca_copy,
+        cert_file=cert_copy,
+        key_file=key_copy,
+        acl_file=acl,
+        port=port,
+        bind_address=bind_address,
+        persistence_dir=persistence_dir,
+        log_dest=log_dest,
+        user=account,
     )
+    write_atomic(config, text.encode(), CERT_MODE)
     logger.info("wrote broker config for %s/%s in %s", plan.tenant, plan.store, directory)
-    return BrokerFiles(config, acl)
+    return BrokerFiles(config, acl, ca_copy, cert_copy, key_copy, key_group)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from provisioning.broker import BrokerPlan, write_broker_config
+from provisioning.broker import BROKER_USER, DEFAULT_BIND_ADDRESS, BrokerPlan, write_broker_config
 from provisioning.coupons import (
     MAX_COUNT,
     CouponToolError,
@@ -91,9 +91,21 @@ def cmd_pki_device(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pki_platform(args: argparse.Namespace) -> int:
+    """A platform consumer's certificate (CN ``platform-<name>``) and the CA, to read a tenant."""
+    out = Path(args.out)
+    ca = DevCa.load(Path(args.ca))
+    issued = ca.issue_platform(out, args.name)
+    (out / "ca.crt").write_bytes(ca.cert_file.read_bytes())
+    print(f"platform consumer {issued.name}: {issued.cert_file}, key {issued.key_file}, CA {out / 'ca.crt'}")
+    print(f"give it read access with: retail-provision broker config ... --consumer {args.name}")
+    return EXIT_OK
+
+
 def cmd_broker_config(args: argparse.Namespace) -> int:
-    plan = BrokerPlan(args.tenant, args.store, tuple(args.fleet_group))
+    plan = BrokerPlan(args.tenant, args.store, tuple(args.fleet_group), consumers=tuple(args.consumer))
     server = Path(args.server_dir)
+    bind = None if args.bind == "*" else args.bind
     files = write_broker_config(
         Path(args.out),
         plan,
@@ -101,8 +113,18 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
         cert_file=server / "server.crt",
         key_file=server / "server.key",
         port=args.port,
+        bind_address=bind,
+        persistence_dir=Path(args.persistence_dir),
+        log_dest=args.log_dest,
+        user=args.user,
     )
     print(f"mosquitto config {files.config_file} with ACL {files.acl_file}")
+    print(f"listens on {bind or 'every interface'}, port {args.port}; runs as {args.user}")
+    if files.key_group is None:
+        print(
+            f"note: {files.key_file} is 0600; before starting the broker: "
+            f"chgrp {args.user} {files.key_file} && chmod 0640 {files.key_file}"
+        )
     return EXIT_OK
 
 
@@ -168,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--install-dir", default="/etc/retail-agent/tls", help="where the files go on the device")
     device.add_argument("--out", required=True, metavar="DIR")
     device.set_defaults(func=cmd_pki_device)
+    platform = pki_commands.add_parser(
+        "platform", help="a platform consumer's certificate (CN platform-NAME): reads the tenant's data"
+    )
+    platform.add_argument("--ca", required=True, metavar="DIR", help="the CA folder from pki init")
+    platform.add_argument("--name", required=True, help="consumer name; the identity is platform-NAME")
+    platform.add_argument("--out", required=True, metavar="DIR")
+    platform.set_defaults(func=cmd_pki_platform)
 
     broker = areas.add_parser("broker", help="Mosquitto configuration for a store")
     broker_commands = broker.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -178,7 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--ca", required=True, metavar="DIR", help="the CA folder from pki init")
     conf.add_argument("--server-dir", required=True, metavar="DIR", help="folder of server.crt/server.key")
     conf.add_argument("--port", type=int, default=8883)
-    conf.add_argument("--out", required=True, metavar="DIR")
+    conf.add_argument(
+        "--bind",
+        default=DEFAULT_BIND_ADDRESS,
+        metavar="ADDRESS",
+        help=f"address to listen on (default {DEFAULT_BIND_ADDRESS}: this machine only); the store network's "
+        "address for devices, '*' for every interface",
+    )
+    conf.add_argument(
+        "--consumer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="platform consumer platform-NAME that reads the tenant's topics (repeat)",
+    )
+    conf.add_argument("--user", default=BROKER_USER, help=f"account the broker runs as (default {BROKER_USER})")
+    conf.add_argument("--persistence-dir", default="/var/lib/mosquitto", metavar="DIR", help="writable by --user")
+    conf.add_argument("--log-dest", default="syslog", help="Mosquitto log_dest (default syslog)")
+    conf.add_argument("--out", required=True, metavar="DIR", help="broker folder, reachable by --user")
     conf.set_defaults(func=cmd_broker_config)
     return parser
 
@@ -192,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"retail-provision {args.area} {args.command}"
     try:
         return int(args.func(args))
-    except (CouponToolError, PkiError) as error:
+    except (CouponToolError, PkiError, ValueError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except FileExistsError as error:

@@ -40,6 +40,8 @@ SERVER_DAYS = 825
 CLIENT_DAYS = 825
 KEY_MODE = 0o600
 CERT_MODE = 0o644
+PLATFORM_PREFIX = "platform-"
+"""Certificate CNs of platform consumers start with this; no device id may."""
 _BACKDATE = dt.timedelta(minutes=5)
 """Certificates start slightly in the past so a device whose clock lags a little accepts them."""
 
@@ -48,17 +50,23 @@ class PkiError(ValueError):
     """A CA folder is missing, would be overwritten, or a name cannot be a certificate subject."""
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode`` from the first byte on, then rename into place."""
+def write_atomic(path: Path, data: bytes, mode: int, group: int | None = None) -> None:
+    """Write ``data`` to ``path`` with ``mode`` (and group ``group``) from the first byte on, then
+    rename into place. Raises PermissionError when the group cannot be set."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        if group is not None:
+            os.fchown(fd, -1, group)
         os.fchmod(fd, mode)
         os.write(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
 
 
@@ -135,8 +143,8 @@ class DevCa:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_atomic(ca.key_file, _key_pem(key), KEY_MODE)
-        _write_atomic(ca.cert_file, cert.public_bytes(Encoding.PEM), CERT_MODE)
+        write_atomic(ca.key_file, _key_pem(key), KEY_MODE)
+        write_atomic(ca.cert_file, cert.public_bytes(Encoding.PEM), CERT_MODE)
         logger.info("created CA %r in %s (valid %d days)", name, directory, days)
         return ca
 
@@ -204,8 +212,8 @@ class DevCa:
             )
         cert = builder.sign(ca_key, hashes.SHA256())
         issued = IssuedCert(name, directory / f"{name}.crt", directory / f"{name}.key")
-        _write_atomic(issued.key_file, _key_pem(key), KEY_MODE)
-        _write_atomic(issued.cert_file, cert.public_bytes(Encoding.PEM), CERT_MODE)
+        write_atomic(issued.key_file, _key_pem(key), KEY_MODE)
+        write_atomic(issued.cert_file, cert.public_bytes(Encoding.PEM), CERT_MODE)
         logger.info("issued %s certificate %r in %s", "server" if hosts else "client", common_name, directory)
         return issued
 
@@ -226,7 +234,24 @@ class DevCa:
             check_segment(device_id, "device id")
         except ValueError as exc:
             raise PkiError(str(exc)) from exc
+        if device_id.startswith(PLATFORM_PREFIX):
+            raise PkiError(f"device id {device_id!r}: ids starting with {PLATFORM_PREFIX!r} are platform consumers")
         return self._issue(directory, device_id, device_id, days, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def issue_platform(self, directory: Path, name: str, days: int = CLIENT_DAYS) -> IssuedCert:
+        """A platform consumer's certificate, CN = ``platform-{name}`` (files named after the CN)."""
+        identity = platform_identity(name)
+        return self._issue(directory, identity, identity, days, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def platform_identity(name: str) -> str:
+    """The MQTT identity (certificate CN, user name) of the platform consumer ``name``."""
+    try:
+        check_segment(name, "platform consumer name")
+        check_segment(PLATFORM_PREFIX + name, "platform consumer identity")
+    except ValueError as exc:
+        raise PkiError(str(exc)) from exc
+    return PLATFORM_PREFIX + name
 
 
 def _general_name(host: str) -> x509.GeneralName:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
+from agent.cli import main
 from agent.config import AgentConfig, ConfigError, load_config, parse_config
 
 
@@ -123,3 +126,152 @@ def test_toml_syntax_errors_are_config_errors(tmp_path: Path, text: str, outcome
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="No such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_a_byte_that_is_not_utf8_is_a_config_error_with_its_offset(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b'[device]\nid = "k\xff7"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert "not UTF-8" in str(problem)
+    assert "offset 16" in str(problem)
+    assert "0xff" in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"camera": {"queue_size": True}}, "camera -> queue_size:"),
+        ({"camera": {"target_fps": "10"}}, "camera -> target_fps:"),
+        ({"camera": {"realtime": 1}}, "camera -> realtime:"),
+        ({"camera": {"source": True}}, "camera -> source:"),
+        ({"camera": {"source": 1.5}}, "camera -> source:"),
+        ({"mqtt": {"host": "h", "port": "1883"}}, "mqtt -> port:"),
+        ({"mqtt": {"host": "h", "keepalive_s": 30.0}}, "mqtt -> keepalive_s:"),
+        ({"mqtt": {"host": 7}}, "mqtt -> host:"),
+        ({"detector": {"tiles": True}}, "detector -> tiles:"),
+        ({"sync": {"window_minutes": True}}, "sync -> window_minutes:"),
+        ({"sync": {"coupon_offers": [[1, "2"]]}}, "sync -> coupon_offers -> 0 -> 1:"),
+        ({"coupons": {"store": False}}, "coupons -> store:"),
+        ({"coupons": {"scan_source": False}}, "coupons -> scan_source:"),
+        ({"device": {"id": 7}}, "device -> id:"),
+    ],
+)
+def test_types_are_strict_and_name_the_key(data: dict, expected: str) -> None:
+    problems = problems_of(data)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_integers_are_accepted_where_decimals_are_expected() -> None:
+    config = parse_config({"camera": {"target_fps": 8}, "sync": {"coupon_offers": [[1, 2]]}})
+    assert config.camera.target_fps == 8.0
+    assert config.sync.coupon_offers == [(1, 2)]
+
+
+def test_reconnect_min_above_max_is_refused() -> None:
+    problems = problems_of({"mqtt": {"host": "h", "reconnect_min_s": 30, "reconnect_max_s": 10}})
+    assert any(p.startswith("mqtt -> reconnect_max_s: must not be below reconnect_min_s") for p in problems)
+    assert parse_config({"mqtt": {"host": "h", "reconnect_min_s": 10, "reconnect_max_s": 10}}).mqtt is not None
+
+
+def write_config(folder: Path, text: str) -> Path:
+    path = folder / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def load_problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return [str(p) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file", "password_file"])
+def test_a_missing_tls_or_password_file_fails_at_load(tmp_path: Path, key: str) -> None:
+    for name in ("ca.crt", "dev.crt", "dev.key", "password"):
+        (tmp_path / name).write_text("x")
+    files = {"ca_file": "ca.crt", "cert_file": "dev.crt", "key_file": "dev.key", "password_file": "password"}
+    files[key] = "absent.pem"
+    lines = "".join(f'{k} = "{v}"\n' for k, v in files.items())
+    problems = load_problems(write_config(tmp_path, f'[mqtt]\nhost = "broker"\n{lines}'))
+    assert problems == [f"mqtt -> {key}: file not found (got {str(tmp_path / 'absent.pem')!r})"]
+
+
+def test_tls_files_are_resolved_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "ca.crt").write_text("x")
+    config = load_config(write_config(tmp_path, '[mqtt]\nhost = "broker"\nca_file = "tls/ca.crt"\n'))
+    assert config.mqtt is not None
+    assert config.mqtt.ca_file == tmp_path / "tls" / "ca.crt"
+
+
+def test_under_systemd_credentials_relative_tls_files_come_from_the_credentials_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mqtt.key").write_text("x")
+    (credentials / "mqtt.crt").write_text("x")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    text = '[mqtt]\nhost = "broker"\ncert_file = "mqtt.crt"\nkey_file = "mqtt.key"\n'
+    config = load_config(write_config(tmp_path, text))
+    assert config.mqtt is not None
+    assert config.mqtt.key_file == credentials / "mqtt.key"
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    assert load_problems(write_config(tmp_path, text))[0].startswith("mqtt -> cert_file: file not found")
+
+
+def test_a_folder_is_not_a_tls_file(tmp_path: Path) -> None:
+    problems = load_problems(write_config(tmp_path, f'[mqtt]\nhost = "broker"\nca_file = "{tmp_path}"\n'))
+    assert problems == [f"mqtt -> ca_file: is a folder, not a file (got {str(tmp_path)!r})"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged user, which needs root")
+def test_an_unreadable_key_file_fails_at_load() -> None:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        key = folder / "dev.key"
+        key.write_text("secret")
+        key.chmod(0o600)
+        path = write_config(folder, '[mqtt]\nhost = "broker"\ncert_file = "dev.key"\nkey_file = "dev.key"\n')
+        path.chmod(0o644)
+        os.seteuid(65534)
+        try:
+            problems = load_problems(path)
+        finally:
+            os.seteuid(0)
+    assert problems[0] == f"mqtt -> cert_file: cannot read the file: permission denied (got {str(key)!r})"
+
+
+@pytest.mark.parametrize("key", ["camera -> source", "coupons -> scan_source"])
+def test_a_video_file_source_that_does_not_exist_is_a_config_error(tmp_path: Path, key: str) -> None:
+    section, name = key.split(" -> ")
+    problems = load_problems(write_config(tmp_path, f'[{section}]\n{name} = "clips/absent.avi"\n'))
+    assert problems == [f"{key}: file not found (got {str(tmp_path / 'clips' / 'absent.avi')!r})"]
+
+
+@pytest.mark.parametrize("source", ["0", "2", "rtsp://camera.local/stream", "HTTPS://camera.local/mjpeg"])
+def test_camera_indexes_and_stream_urls_are_not_checked_on_disk(tmp_path: Path, source: str) -> None:
+    config = load_config(write_config(tmp_path, f'[camera]\nsource = "{source}"\n[coupons]\nscan_source = 1\n'))
+    assert config.camera.source == source
+
+
+def test_a_relative_video_file_is_resolved_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "clip.avi").write_bytes(b"")
+    config = load_config(write_config(tmp_path, '[camera]\nsource = "clip.avi"\n'))
+    assert config.camera.source == str(tmp_path / "clip.avi")
+
+
+def test_check_config_exits_2_for_each_load_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_bytes = tmp_path / "bytes.toml"
+    bad_bytes.write_bytes(b"[camera]\nsource = '\xc3\x28'\n")
+    assert main(["check-config", str(bad_bytes)]) == 2
+    assert main(["run", "--config", str(bad_bytes)]) == 2
+    missing_source = write_config(tmp_path, '[camera]\nsource = "absent.avi"\n')
+    assert main(["check-config", str(missing_source)]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8 text at byte offset 19" in err
+    assert "camera -> source: file not found" in err
+    assert "Traceback" not in err

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 QR_FORMATS = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
 DEFAULT_BUDGET_MS = 40.0
+ZXING_MAX_SIDE = 65535
+"""zxing-cpp refuses wider or taller images."""
 
 _SHARPEN_SIGMA = 1.5
 _SHARPEN_AMOUNT = 1.5
@@ -114,6 +116,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if image.ndim != 2 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"a frame is HxW gray or HxWx3 BGR, got shape {image.shape}")
+    if max(image.shape) > ZXING_MAX_SIDE:
+        raise ValueError(f"a frame is at most {ZXING_MAX_SIDE} px per side, got {image.shape[1]}x{image.shape[0]}")
     return np.ascontiguousarray(image)
 
 

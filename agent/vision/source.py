@@ -15,19 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.source_kind import SourceKind, classify_source
 from agent.vision.backoff import RateGate
 
 logger = logging.getLogger(__name__)
 
-SourceKind = Literal["file", "url", "usb"]
-URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 FALLBACK_FPS = 25.0
 CORRUPT_WARNING_EVERY_S = 10.0
 
@@ -81,21 +80,11 @@ def _redact(url: str) -> str:
 
 def parse_source(value: str | int | Path) -> SourceSpec:
     """Read a configured source: an int or digits is a USB index, a stream URL, else a file path."""
-    if isinstance(value, bool):
-        raise SourceError(f"not a video source: {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise SourceError(f"USB camera index must be >= 0, got {value}")
-        return SourceSpec("usb", value)
-    text = str(value).strip()
-    if not text:
-        raise SourceError("empty video source")
-    if text.isascii() and text.isdigit():
-        return SourceSpec("usb", int(text))
-    scheme, sep, _ = text.partition("://")
-    if sep and scheme.lower() in URL_SCHEMES:
-        return SourceSpec("url", text)
-    return SourceSpec("file", text)
+    try:
+        kind, spec = classify_source(value)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
+    return SourceSpec(kind, spec)
 
 
 @dataclass(frozen=True)

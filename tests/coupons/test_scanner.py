@@ -187,3 +187,8 @@ def test_enlarge_can_be_turned_off() -> None:
     never = QrScanner(budget_ms=None, enlarge=Enlarge.NEVER).scan(sample.image)
     assert never.codes == ()
     assert never.attempts == ("plain", "sharpen")
+
+
+def test_a_frame_wider_than_zxing_reads_is_refused_with_its_size() -> None:
+    with pytest.raises(ValueError, match="at most 65535 px per side, got 70000x1"):
+        decode_codes(np.zeros((1, 70_000), np.uint8))
