@@ -7,21 +7,12 @@ import json
 import logging
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from agent import __version__
-from agent.config import (
-    AgentConfig,
-    ConfigError,
-    LineConfig,
-    ZoneConfig,
-    load_config,
-    parse_config,
-    user_state_dir,
-)
+from agent.config import AgentConfig, ConfigError, load_config, user_state_dir
 from agent.runtime.logs import configure_logging
 
 logger = logging.getLogger("agent.cli")
@@ -63,39 +54,6 @@ def token_text(value: str) -> str:
     return text
 
 
-def _numbers(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"{what}: coordinates must be numbers, got {text!r}") from None
-
-
-def parse_line_arg(text: str) -> tuple[str, LineConfig]:
-    """``NAME=x1,y1,x2,y2`` → a named line."""
-    name, sep, coords = text.partition("=")
-    values = _numbers(coords, f"--line {name}")
-    if not sep or not name or len(values) != 4:
-        raise UsageError(f"--line must be NAME=x1,y1,x2,y2, got {text!r}")
-    return name, _validated("lines", name, {"a": values[:2], "b": values[2:]})
-
-
-def parse_zone_arg(text: str) -> tuple[str, ZoneConfig]:
-    """``NAME=x1,y1;x2,y2;x3,y3...`` → a named polygon zone."""
-    name, sep, coords = text.partition("=")
-    points = [_numbers(p, f"--zone {name}") for p in coords.split(";") if p.strip()]
-    if not sep or not name or len(points) < 3 or any(len(p) != 2 for p in points):
-        raise UsageError(f"--zone must be NAME=x1,y1;x2,y2;x3,y3[;...], got {text!r}")
-    return name, _validated("zones", name, {"polygon": points})
-
-
-def _validated(kind: str, name: str, data: dict[str, Any]) -> Any:
-    try:
-        config = parse_config({"camera": {kind: {name: data}}}, "command line")
-    except ConfigError as exc:
-        raise UsageError("; ".join(str(p) for p in exc.problems)) from None
-    return getattr(config.camera, kind)[name]
-
-
 def _load(path: str | None) -> AgentConfig:
     return load_config(Path(path)) if path else AgentConfig()
 
@@ -110,67 +68,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _build_pipeline(config: AgentConfig, model: str | None, family: str | None) -> Any:
-    from agent.vision.pipeline import build_pipeline
-
-    if family:
-        config = config.model_copy(update={"detector": config.detector.model_copy(update={"family": family})})
-    return build_pipeline(config, model)
-
-
-def _with_rules(config: AgentConfig, lines: Sequence[str], zones: Sequence[str]) -> AgentConfig:
-    if not lines and not zones:
-        return config
-    camera = config.camera.model_copy(
-        update={
-            "lines": {**config.camera.lines, **dict(parse_line_arg(t) for t in lines)},
-            "zones": {**config.camera.zones, **dict(parse_zone_arg(t) for t in zones)},
-        }
-    )
-    return config.model_copy(update={"camera": camera})
-
-
-def _file_source(path: str) -> Any:
-    from agent.vision.source import parse_source
-
-    if not Path(path).is_file():
-        raise UsageError(f"cannot read video {path}: no such file")
-    return parse_source(path)
-
-
 def cmd_count(args: argparse.Namespace) -> int:
-    from agent.vision.count import count_video
+    from agent.geometry_args import with_family, with_rules
+    from agent.vision.count import count_file
 
-    config = _with_rules(_load(args.config), args.line, args.zone)
-    source = _file_source(args.video)
-    pipeline = _build_pipeline(config, args.model, args.family)
-    report = count_video(source, pipeline)
-    if args.json:
-        print(json.dumps(report.to_json()))
-    else:
-        print(f"{report.source}: {report.frames} frames in {report.seconds:.1f} s ({report.model_name})")
-        for name, counts in report.lines.items():
-            print(f"  line {name}: in {counts['in']}, out {counts['out']}")
-        for name, zone in report.to_json()["zones"].items():
-            print(f"  zone {name}: mean {zone['mean']:.2f}, max {zone['max']}")
+    config = with_family(with_rules(_load(args.config), args.line, args.zone), args.family)
+    report = count_file(config, Path(args.video), args.model)
+    print(json.dumps(report.to_json()) if args.json else report.describe())
     return EXIT_OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.evaluation import load_truth, score
-    from agent.vision.count import count_video
+    from agent.evaluation import evaluate_file
+    from agent.geometry_args import with_family
 
-    truth = load_truth(Path(args.truth))
-    config = _load(args.config)
-    camera = config.camera.model_copy(update={"lines": truth.line_configs(), "zones": truth.zone_configs()})
-    config = config.model_copy(update={"camera": camera})
-    pipeline = _build_pipeline(config, args.model, args.family)
-    report = count_video(_file_source(args.video), pipeline)
-    result = score(truth, report)
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        print(result.describe())
+    config = with_family(_load(args.config), args.family)
+    result = evaluate_file(config, Path(args.truth), Path(args.video), args.model)
+    print(json.dumps(result.to_json()) if args.json else result.describe())
     return EXIT_OK
 
 
@@ -237,21 +151,7 @@ def cmd_redeem(args: argparse.Namespace) -> int:
     actor = _actor(args.actor)
     with _desk(config, args.db) as desk:
         outcome = desk.redeem(args.text, actor, "cli")
-    coupon = outcome.coupon
-    result = {
-        "result": outcome.result.value,
-        "serial": coupon.serial_hex if coupon else None,
-        "campaign": coupon.campaign if coupon else None,
-        "offer": coupon.offer if coupon else None,
-        "redeemed": outcome.redeemed,
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        verdict = "REDEEMED" if outcome.redeemed else "REFUSED"
-        print(f"{verdict} ({outcome.result.value}): {outcome.result.message}")
-        if coupon is not None:
-            print(f"  serial {coupon.serial_hex}, campaign {coupon.campaign}, offer {coupon.offer}")
+    print(json.dumps(outcome.to_json()) if args.json else outcome.describe())
     return EXIT_OK if outcome.redeemed else EXIT_FAILURE
 
 
@@ -263,30 +163,15 @@ def cmd_erase(args: argparse.Namespace) -> int:
             erasure = desk.erase(args.coupon, actor)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    print(f"coupon {args.coupon.lower()}: {erasure.total_removed} record(s) erased; the erasure is in the audit log")
-    if erasure.tombstoned:
-        print("  the coupon stays refused as already redeemed (only a keyed hash of its serial is kept)")
-    if erasure.kept_undelivered:
-        print(f"  {erasure.kept_undelivered} undelivered settlement/store message(s) kept: they leave with the outbox")
+    print(erasure.describe(args.coupon.lower()))
     return EXIT_OK
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Each file gets an entry: its codes and time, or the reason it was not read; exit 2 if any was not."""
-    from agent.coupons.images import load_image
-    from agent.coupons.scanner import decode_codes
+    from agent.coupons.scanner import scan_files
 
-    results: list[dict[str, Any]] = []
-    for name in args.images:
-        try:
-            image = load_image(Path(name))
-            started = time.perf_counter()
-            codes = decode_codes(image)
-        except ValueError as exc:
-            results.append({"file": name, "error": str(exc)})
-            print(f"retail-agent scan: {name}: {exc}", file=sys.stderr)
-            continue
-        results.append({"file": name, "codes": codes, "ms": round((time.perf_counter() - started) * 1000, 2)})
+    results = scan_files([Path(name) for name in args.images])
     if args.json:
         print(json.dumps({"results": results}))
     else:
@@ -298,28 +183,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     from agent.storage.database import open_database
-    from agent.storage.outbox import depth, pending_by_kind
+    from agent.storage.outbox import describe_summary, summary
 
     config = _load(args.config)
     db = open_database(Path(args.db) if args.db else config.database_path)
     try:
-        state = depth(db)
-        kinds = pending_by_kind(db)
+        report = summary(db)
     finally:
         db.close()
-    report = {
-        "pending": state.pending,
-        "oldest_pending_age_s": None if state.oldest_pending_age_s is None else round(state.oldest_pending_age_s, 1),
-        "last_error": state.last_error,
-        "by_kind": {kind.value: count for kind, count in kinds.items()},
-    }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        age = "-" if state.oldest_pending_age_s is None else f"{state.oldest_pending_age_s:.0f} s"
-        print(f"outbox: {state.pending} message(s) waiting, oldest {age}, last error: {state.last_error or 'none'}")
-        for kind, count in kinds.items():
-            print(f"  {count:>7}  {kind.value}")
+    print(json.dumps(report) if args.json else describe_summary(report))
     return EXIT_OK
 
 
@@ -444,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
     configure_logging("DEBUG" if args.verbose else "WARNING" if as_json else "INFO")
+    from agent.geometry_args import GeometryArgError
     from agent.storage.database import StorageError
     from agent.vision.models import ModelError
     from agent.vision.source import SourceError
@@ -455,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if as_json:
             print(json.dumps({"error": f"config error in {exc}"}))
         return EXIT_USAGE
-    except (UsageError, SourceError, ModelError) as exc:
+    except (UsageError, GeometryArgError, SourceError, ModelError) as exc:
         _report(args.command, str(exc), as_json)
         return EXIT_USAGE
     except StorageError as exc:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, ConfigProblem, LineConfig, ZoneConfig, parse_config
-from agent.vision.count import CountReport
+from agent.config import AgentConfig, ConfigError, ConfigProblem, LineConfig, ZoneConfig, parse_config
+from agent.vision.count import CountReport, count_file
 
 
 @dataclass(frozen=True)
@@ -177,3 +177,10 @@ def score(truth: Truth, report: CountReport) -> EvalResult:
         mean = sum(e for _, e in pairs) / len(pairs) if pairs else 0.0
         zones.append(ZoneScore(z.name, len(pairs), mae, mean))
     return EvalResult(report.model_name, report.frames, report.seconds, lines, tuple(zones))
+
+
+def evaluate_file(config: AgentConfig, truth_path: Path, video: Path, model: str | None = None) -> EvalResult:
+    """``retail-agent eval``: count ``video`` on the truth file's lines and zones, and score the counts."""
+    truth = load_truth(truth_path)
+    camera = config.camera.model_copy(update={"lines": truth.line_configs(), "zones": truth.zone_configs()})
+    return score(truth, count_file(config.model_copy(update={"camera": camera}), video, model))

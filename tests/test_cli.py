@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import UsageError, main, parse_line_arg, parse_zone_arg
+from agent.cli import main
 from agent.vision.models import load_manifest
 
 
@@ -18,31 +18,6 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def test_line_argument_is_name_and_four_numbers() -> None:
-    name, line = parse_line_arg("door=10,20,300,20.5")
-    assert name == "door"
-    assert line.a == (10, 20)
-    assert line.b == (300, 20.5)
-
-
-@pytest.mark.parametrize("text", ["door", "door=1,2,3", "=1,2,3,4", "door=1,2,x,4", "door=1,2,1,2"])
-def test_bad_line_arguments_are_usage_errors(text: str) -> None:
-    with pytest.raises(UsageError):
-        parse_line_arg(text)
-
-
-def test_zone_argument_is_a_polygon() -> None:
-    name, zone = parse_zone_arg("till=0,0;100,0;100,50")
-    assert name == "till"
-    assert zone.polygon == [(0, 0), (100, 0), (100, 50)]
-
-
-@pytest.mark.parametrize("text", ["till=0,0;100,0", "till=0,0;1;2,2", "till"])
-def test_bad_zone_arguments_are_usage_errors(text: str) -> None:
-    with pytest.raises(UsageError):
-        parse_zone_arg(text)
 
 
 def test_check_config_names_every_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

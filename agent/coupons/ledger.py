@@ -90,6 +90,25 @@ class Redemption:
     coupon: Coupon | None
     redeemed: bool
 
+    def to_json(self) -> dict[str, object]:
+        coupon = self.coupon
+        return {
+            "result": self.result.value,
+            "serial": coupon.serial_hex if coupon else None,
+            "campaign": coupon.campaign if coupon else None,
+            "offer": coupon.offer if coupon else None,
+            "redeemed": self.redeemed,
+        }
+
+    def describe(self) -> str:
+        """The answer in words for staff: the verdict, why, and which coupon."""
+        verdict = "REDEEMED" if self.redeemed else "REFUSED"
+        text = f"{verdict} ({self.result.value}): {self.result.message}"
+        if self.coupon is not None:
+            coupon = self.coupon
+            text += f"\n  serial {coupon.serial_hex}, campaign {coupon.campaign}, offer {coupon.offer}"
+        return text
+
 
 @dataclass(frozen=True)
 class Erasure:
@@ -107,6 +126,16 @@ class Erasure:
     @property
     def total_removed(self) -> int:
         return sum(self.removed.values())
+
+    def describe(self, serial_hex: str) -> str:
+        lines = [f"coupon {serial_hex}: {self.total_removed} record(s) erased; the erasure is in the audit log"]
+        if self.tombstoned:
+            lines.append("  the coupon stays refused as already redeemed (only a keyed hash of its serial is kept)")
+        if self.kept_undelivered:
+            lines.append(
+                f"  {self.kept_undelivered} undelivered settlement/store message(s) kept: they leave with the outbox"
+            )
+        return "\n".join(lines)
 
 
 class Ledger:

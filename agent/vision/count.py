@@ -10,9 +10,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from agent.vision.pipeline import FrameResult, TrafficPipeline
+from agent.config import AgentConfig
+from agent.vision.pipeline import FrameResult, TrafficPipeline, build_pipeline
 from agent.vision.prefetch import prefetch
-from agent.vision.source import SourceSpec, read_frames
+from agent.vision.source import SourceError, SourceSpec, parse_source, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,14 @@ class CountReport:
     model_sha256: str
     lines: dict[str, dict[str, int]]
     zone_frames: dict[str, list[int]]
+
+    def describe(self) -> str:
+        """The report in words, one line per line and zone."""
+        lines = [f"{self.source}: {self.frames} frames in {self.seconds:.1f} s ({self.model_name})"]
+        lines += [f"  line {name}: in {counts['in']}, out {counts['out']}" for name, counts in self.lines.items()]
+        for name, zone in self.to_json()["zones"].items():
+            lines.append(f"  zone {name}: mean {zone['mean']:.2f}, max {zone['max']}")
+        return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         zones = {}
@@ -82,3 +91,16 @@ def count_video(
         lines=lines,
         zone_frames=zone_frames,
     )
+
+
+def file_source(path: Path) -> SourceSpec:
+    """A video file to count, refused with SourceError when it is not there."""
+    if not path.is_file():
+        raise SourceError(f"cannot read video {path}: no such file")
+    return parse_source(str(path))
+
+
+def count_file(config: AgentConfig, video: Path, model: str | None = None) -> CountReport:
+    """``retail-agent count``: the configured lines and zones counted over a whole file."""
+    source = file_source(video)
+    return count_video(source, build_pipeline(config, model))
