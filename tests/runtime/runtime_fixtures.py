@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import segno
 
 
 def make_clip(path: Path, frames: int, fps: float = 10.0, size: tuple[int, int] = (320, 240)) -> Path:
@@ -55,3 +56,21 @@ polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]
 status_interval_s = 0.5
 {extra}
 """
+
+
+def coupon_clip(path: Path, token: str, frames: int = 40, shown: range = range(5, 30)) -> Path:
+    """A 10 fps clip of a counter; the coupon is held up to the camera during ``shown`` frames."""
+    qr = segno.make(token, error="m", mode="alphanumeric", boost_error=False)
+    out = path.parent / "code.png"
+    qr.save(str(out), scale=5, border=4)
+    code = cv2.imread(str(out))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for index in range(frames):
+        frame = np.full((480, 640, 3), 90, np.uint8)
+        cv2.rectangle(frame, (0, 380), (640, 480), (60, 40, 30), -1)  # the counter
+        if index in shown:
+            y, x = 60 + index % 3, 180 + index % 5  # a hand is never perfectly still
+            frame[y : y + code.shape[0], x : x + code.shape[1]] = code
+        writer.write(frame)
+    writer.release()
+    return path

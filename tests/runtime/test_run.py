@@ -7,6 +7,7 @@ restart budget ends the agent non-zero; SIGHUP reloads a valid config and refuse
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from runtime_fixtures import agent_toml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from runtime_fixtures import agent_toml, coupon_clip
 
 from agent.config import load_config
+from agent.coupons.token import Coupon, issue_token, new_serial
 from agent.runtime.run import run_agent
 from agent.vision.pipeline import FrameResult
 
@@ -262,3 +265,30 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_a_bad_file(
     with sqlite3.connect(tmp_path / "state" / "agent.db") as conn:
         lines = {row[0] for row in conn.execute("SELECT DISTINCT line FROM line_buckets")}
     assert lines == {"door", "exit"}  # counting went on with the reloaded lines
+
+
+def test_the_running_agent_scans_redeems_aggregates_and_reports_every_component(
+    tmp_path: Path, notify: NotifySocket, synthetic_clip: Callable[..., Path]
+) -> None:
+    """The production wiring: run_agent starts scanning, aggregation and retention beside counting."""
+    key = Ed25519PrivateKey.generate()
+    now = int(time.time())
+    coupon = Coupon(1, 4, 77, new_serial(), now - 60, now + 3600, 5, 12)
+    scan = coupon_clip(tmp_path / "counter.avi", issue_token(coupon, key))
+    public = base64.b64encode(key.public_key().public_bytes_raw()).decode()
+    extra = f'\n[coupons]\nstore = 12\nscan_source = "{scan}"\nscan_fps = 10\n[coupons.issuer_keys]\n"4" = "{public}"\n'
+    path = config_file(tmp_path, synthetic_clip(80))
+    path.write_text(path.read_text() + extra)
+    assert run_in_process(path) == 0
+    with sqlite3.connect(tmp_path / "state" / "agent.db") as conn:
+        redeemed = conn.execute("SELECT serial, source FROM redemptions").fetchall()
+        kinds = {row[0] for row in conn.execute("SELECT DISTINCT kind FROM outbox")}
+        frames = conn.execute("SELECT SUM(frames) FROM zone_buckets").fetchone()[0]
+    assert redeemed == [(coupon.serial_hex, "scanner")]
+    assert "ledger" in kinds
+    assert frames == 80
+    status = read_status_doc(tmp_path / "state" / "agent.db")
+    names = {c["name"]: c for c in status["components"]}
+    assert set(names) == {"counting", "aggregation", "retention", "scanning"}
+    assert names["counting"]["state"] == "finished"
+    assert all(c["failures"] == 0 for c in names.values())

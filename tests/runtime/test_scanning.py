@@ -7,12 +7,10 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-import segno
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from runtime_fixtures import coupon_clip
 
 from agent.config import parse_config
 from agent.coupons.desk import CouponDesk
@@ -21,24 +19,6 @@ from agent.runtime.scanning import ScanService
 from agent.vision.source import parse_source
 
 KEY = Ed25519PrivateKey.generate()
-
-
-def coupon_clip(path: Path, token: str, frames: int = 40, shown: range = range(5, 30)) -> Path:
-    """A 10 fps clip of a counter; the coupon is held up to the camera during ``shown`` frames."""
-    qr = segno.make(token, error="m", mode="alphanumeric", boost_error=False)
-    out = path.parent / "code.png"
-    qr.save(str(out), scale=5, border=4)
-    code = cv2.imread(str(out))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
-    for index in range(frames):
-        frame = np.full((480, 640, 3), 90, np.uint8)
-        cv2.rectangle(frame, (0, 380), (640, 480), (60, 40, 30), -1)  # the counter
-        if index in shown:
-            y, x = 60 + index % 3, 180 + index % 5  # a hand is never perfectly still
-            frame[y : y + code.shape[0], x : x + code.shape[1]] = code
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 @pytest.mark.integration
