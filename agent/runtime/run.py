@@ -47,8 +47,8 @@ EXIT_FAILURE = 1
 LOOP_S = 0.2
 
 COUNTING_SECTIONS = frozenset({"camera", "tracker", "counting", "storage"})
-SYNC_SECTIONS = frozenset({"device", "mqtt", "sync", "coupons"})
-SCANNING_SECTIONS = frozenset({"coupons", "camera", "device"})
+SYNC_SECTIONS = frozenset({"mqtt", "sync", "coupons"})
+SCANNING_SECTIONS = frozenset({"coupons", "camera"})
 
 
 def budget_of(config: AgentConfig) -> RestartBudget:
@@ -115,10 +115,11 @@ class Runtime:
             heartbeat=self._heartbeat,
         )
 
-    def _sync_component(self, config: AgentConfig) -> SyncComponent | None:
+    def _sync_component(self, config: AgentConfig, detector: Detector | None = None) -> SyncComponent | None:
+        """The sync component, its birth reporting ``detector`` (default: the one counting now)."""
         if config.mqtt is None:
             return None
-        spec = self.pipeline.detector.spec
+        spec = (detector or self.pipeline.detector).spec
         return SyncComponent(
             config, birth_info(config, spec.name, spec.sha256), self.counting.counters, self.dispatcher
         )
@@ -249,9 +250,9 @@ class Runtime:
             return False
         old = self.config
         changed = changed_sections(old, new)
-        if old.device.state_dir != new.device.state_dir or old.database_path != new.database_path:
+        if old.device != new.device or old.database_path != new.database_path:
             logger.error(
-                "config not reloaded: device.state_dir and storage.database cannot change while the agent runs; "
+                "config not reloaded: [device] and storage.database cannot change while the agent runs; "
                 "restart the service to apply them"
             )
             return False
@@ -292,7 +293,7 @@ class Runtime:
         if changed & (SYNC_SECTIONS | {"detector"}):
             if old.mqtt is None and new.mqtt is not None and "store sharing" not in self.dispatcher.task_names:
                 share_store_redemptions(self.dispatcher, new)
-            self.sync = self._sync_component(new)
+            self.sync = self._sync_component(new, detector)
             self._swap("sync", self.sync, budget)
 
     def _swap(self, name: str, component: Component | None, budget: RestartBudget) -> None:

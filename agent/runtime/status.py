@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
@@ -48,17 +49,7 @@ class StatusWriter:
         errors = dict(counters.errors)
         components = []
         for health in runtime.supervisor.health():
-            components.append(
-                ComponentStatus(
-                    name=health.name,
-                    state=health.state.value,
-                    required=health.required,
-                    restarts=health.restarts,
-                    failures=health.failures,
-                    last_error=health.last_error,
-                    since=health.since,
-                )
-            )
+            components.append(ComponentStatus(**{**asdict(health), "state": health.state.value}))
             if health.failures:
                 errors[f"component:{health.name}"] = health.failures
         pending = depth(db)

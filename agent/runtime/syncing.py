@@ -74,6 +74,7 @@ class SyncComponent:
     ) -> None:
         if config.mqtt is None:
             raise ValueError("the sync component needs an [mqtt] section")
+        self.mqtt = config.mqtt
         self.config = config
         self.birth = birth
         self.counters = counters
@@ -93,9 +94,7 @@ class SyncComponent:
             dispatcher=self.dispatcher,
         )
         self.service = service
-        mqtt = self.config.mqtt
-        assert mqtt is not None
-        logger.info("syncing with %s:%d", mqtt.host, mqtt.port)
+        logger.info("syncing with %s:%d", self.mqtt.host, self.mqtt.port)
         service.run(running)
 
     def status(self) -> SyncStatus:

@@ -27,7 +27,7 @@ from runtime_fixtures import agent_toml, coupon_clip
 
 from agent.config import load_config
 from agent.coupons.token import Coupon, issue_token, new_serial
-from agent.runtime.run import run_agent
+from agent.runtime.run import Runtime, run_agent
 from agent.vision.pipeline import FrameResult
 
 pytestmark = pytest.mark.integration
@@ -292,3 +292,35 @@ def test_the_running_agent_scans_redeems_aggregates_and_reports_every_component(
     assert set(names) == {"counting", "aggregation", "retention", "scanning"}
     assert names["counting"]["state"] == "finished"
     assert all(c["failures"] == 0 for c in names.values())
+
+
+def test_a_reload_that_changes_only_the_detector_swaps_it_without_restarting_counting(
+    tmp_path: Path, notify: NotifySocket, synthetic_clip: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = config_file(tmp_path, synthetic_clip(60))
+    holder: list[Runtime] = []
+
+    def on_result(result: FrameResult) -> None:
+        if result.index == 15:
+            path.write_text(path.read_text() + "\n[detector]\nthreads = 2\n")
+            holder[0].reload_requested.set()
+        if result.index == 30:
+            changed = path.read_text().replace('id = "kiosk-1"', 'id = "kiosk-9"')
+            path.write_text(changed)
+            holder[0].reload_requested.set()
+
+    runtime = Runtime(load_config(path), threading.Event(), config_path=path, on_result=on_result)
+    holder.append(runtime)
+    with caplog.at_level(logging.INFO):
+        assert runtime.run() == 0
+    text = caplog.text
+    assert "config reloaded: detector changed" in text
+    assert "detector replaced: ssdlite-pedestrian -> ssdlite-pedestrian" in text
+    assert "[device] and storage.database cannot change while the agent runs" in text
+    assert runtime.config.detector.threads == 2
+    assert runtime.config.device.id == "kiosk-1"
+    status = read_status_doc(tmp_path / "state" / "agent.db")
+    [counting] = [c for c in status["components"] if c["name"] == "counting"]
+    assert counting["restarts"] == 0
+    with sqlite3.connect(tmp_path / "state" / "agent.db") as conn:
+        assert conn.execute("SELECT SUM(frames) FROM zone_buckets").fetchone() == (60,)
