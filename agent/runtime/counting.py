@@ -122,6 +122,7 @@ class TrafficService:
         self._next_detector: Detector | None = None
         self._swap_lock = threading.Lock()
         self._announced = False
+        self._write_failing = False
 
     @property
     def may_finish(self) -> bool:
@@ -269,9 +270,20 @@ class TrafficService:
                 record_events(self.db, device, source, self._pending_events)
                 self.stats.events_written += len(self._pending_events)
                 self._pending_events = []
+            if self._write_failing:
+                self._write_failing = False
+                logger.info("counts are written again; nothing was lost")
         except StorageError as exc:
             self.stats.storage_errors += 1
-            logger.error("cannot write counts, keeping them in memory to retry: %s", exc)
+            if not self._write_failing:
+                self._write_failing = True
+                logger.error(
+                    "cannot write counts, keeping them in memory and retrying every %.0f s (free disk space in "
+                    "%s, or stop what holds the database locked): %s",
+                    self.config.storage.flush_s,
+                    self.config.device.state_dir,
+                    exc,
+                )
             if len(self._pending_events) > MAX_PENDING_ROWS:
                 dropped = len(self._pending_events) - MAX_PENDING_ROWS
                 self._pending_events = self._pending_events[-MAX_PENDING_ROWS:]

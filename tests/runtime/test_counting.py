@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -77,7 +78,9 @@ def test_a_file_is_counted_into_minute_buckets_and_events(tmp_path: Path, short_
 
 
 @pytest.mark.integration
-def test_counts_survive_a_locked_database_and_are_written_once_it_is_free(tmp_path: Path, short_clip: Path) -> None:
+def test_counts_survive_a_locked_database_and_are_written_once_it_is_free(
+    tmp_path: Path, short_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = config_for(tmp_path, short_clip, flush_s=0.05)
     open_database(config.database_path).close()
     blocker = sqlite3.connect(config.database_path, timeout=0)
@@ -90,9 +93,12 @@ def test_counts_survive_a_locked_database_and_are_written_once_it_is_free(tmp_pa
             released.set()
 
     service = counting_service(config, short_clip, busy_timeout_s=0.02, on_result=release_after_some_frames)
-    run_to_end(service)
+    with caplog.at_level(logging.INFO):
+        run_to_end(service)
     blocker.close()
-    assert service.stats.storage_errors >= 1
+    assert service.stats.storage_errors >= 2
+    assert caplog.text.count("cannot write counts") == 1  # logged once per outage, not per retry
+    assert "counts are written again; nothing was lost" in caplog.text
     crossings = sum(c["in"] + c["out"] for c in service.stats.crossings.values())
     stored = table_rows(config.database_path, "SELECT COALESCE(SUM(in_count + out_count), 0) FROM line_buckets")
     assert stored == [(crossings,)]
