@@ -265,6 +265,7 @@ class SyncConfig(_Section):
     epsilon_per_day: float = Field(default=1.0, gt=0, le=10)
     contribution_cap: int = Field(default=1, ge=1, le=100)
     display_threshold: int = Field(default=11, ge=1, le=1000)
+    """Aggregate counts below this are shown as "<N" (see ``agent.contract.display.display_count``)."""
     health_interval_s: float = Field(default=60.0, ge=5, le=3600)
     batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_retention_days: int = Field(default=7, ge=1, le=366)

@@ -12,9 +12,10 @@ from importlib import resources
 from pathlib import Path
 
 from agent.config import AgentConfig, parse_config
+from agent.contract.display import display_count
 from agent.runtime.run import run_agent
 from agent.sample import find_sample
-from agent.storage.buckets import line_totals, zone_summary
+from agent.storage.buckets import ZoneSummary, line_totals, zone_summary
 from agent.storage.database import open_database
 from agent.vision.pipeline import FrameResult
 
@@ -51,6 +52,25 @@ class DemoProgress:
             self.report(f"frame {self.frames}: {self.people} people in view, {self.crossings} line crossings so far")
 
 
+def summary_lines(totals: dict[str, tuple[int, int]], zones: dict[str, ZoneSummary], threshold: int) -> list[str]:
+    """The demo's summary, one line per line and zone; counts below ``threshold`` show as ``<N``."""
+    out = []
+    for name, (entered, left) in totals.items():
+        out.append(
+            f"  line {name:<12} in {display_count(entered, threshold):>4}   out {display_count(left, threshold):>4}"
+        )
+    for name, zone in zones.items():
+        dwell = f"{zone.dwell_mean_s:.1f} s" if zone.dwell_mean_s is not None else "-"
+        text = (
+            f"  zone {name:<12} mean {zone.occupancy_mean:.1f} people, peak {zone.occupancy_max}, "
+            f"{display_count(zone.visits, threshold)} visits, mean dwell {dwell}"
+        )
+        if zone.queue_mean is not None and zone.queue_max is not None:
+            text += f", queue mean {zone.queue_mean:.1f}, peak {zone.queue_max}"
+        out.append(text)
+    return out
+
+
 def run_demo(
     state_dir: Path,
     video: Path | None,
@@ -75,13 +95,7 @@ def run_demo(
         db.close()
     rate = progress.frames / max(elapsed, 1e-9)
     report(f"\nprocessed {progress.frames} frames in {elapsed:.1f} s ({rate:.1f} fps)")
-    for name, (entered, left) in totals.items():
-        report(f"  line {name:<12} in {entered:>4}   out {left:>4}")
-    for name, zone in zones.items():
-        dwell = f"{zone.dwell_mean_s:.1f} s" if zone.dwell_mean_s is not None else "-"
-        report(
-            f"  zone {name:<12} mean {zone.occupancy_mean:.1f} people, peak {zone.occupancy_max}, "
-            f"{zone.visits} visits, mean dwell {dwell}"
-        )
+    for line in summary_lines(totals, zones, config.sync.display_threshold):
+        report(line)
     report(f"counts are in {config.database_path} (tables line_buckets, zone_buckets, events)")
     return code

@@ -25,7 +25,11 @@ class LineMinute:
 
 @dataclass(frozen=True)
 class ZoneMinute:
-    """Occupancy of one zone during one minute, over the frames seen in that minute."""
+    """Occupancy of one zone during one minute, over the frames seen in that minute.
+
+    For a zone configured as a queue, ``queue_mean`` and ``queue_max`` are its mean and peak
+    queue length (its occupancy); they are None for other zones.
+    """
 
     minute: int
     zone: str
@@ -37,6 +41,12 @@ class ZoneMinute:
     dwell_count: int
     dwell_total_s: float
     dwell_max_s: float
+    queue_mean: float | None = None
+    queue_max: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.queue_mean is None) != (self.queue_max is None):
+            raise ValueError(f"zone {self.zone!r}: queue_mean and queue_max go together")
 
 
 @dataclass
@@ -77,17 +87,28 @@ class MinuteTallies:
     Exits and their dwell belong to the minute of the frame that reported the exit.
 
     Times must not go back into a minute already returned by ``closed``; such input is dropped
-    with a warning so a minute is never emitted twice.
+    with a warning so a minute is never emitted twice. ``accepts`` tells beforehand, so a caller
+    whose clock was set back can start new tallies instead.
+
+    Zones named in ``queues`` are queues: their records carry the queue length.
     """
 
-    def __init__(self, lines: Sequence[str], zones: Sequence[str]) -> None:
+    def __init__(self, lines: Sequence[str], zones: Sequence[str], queues: Sequence[str] = ()) -> None:
         for kind, names in (("line", lines), ("zone", zones)):
             if len(set(names)) != len(names):
                 raise ValueError(f"{kind} names must be unique, got {list(names)}")
+        unknown = set(queues) - set(zones)
+        if unknown:
+            raise ValueError(f"queues must be configured zones, got {sorted(unknown)}")
         self.lines = tuple(lines)
         self.zones = tuple(zones)
+        self.queues = frozenset(queues)
         self._minutes: dict[int, _Minute] = {}
         self._closed_before: int | None = None
+
+    def accepts(self, t: float) -> bool:
+        """Whether input at ``t`` would be counted (its minute was not returned by ``closed`` yet)."""
+        return self._closed_before is None or minute_of(t) >= self._closed_before
 
     def add_frame(self, t: float) -> None:
         """Note that a frame at ``t`` was processed."""
@@ -150,7 +171,7 @@ class MinuteTallies:
 
     def _minute(self, t: float) -> _Minute | None:
         start = minute_of(t)
-        if self._closed_before is not None and start < self._closed_before:
+        if not self.accepts(t):
             logger.warning("dropping input at t=%.3f: minute %d was already closed", t, start)
             return None
         minute = self._minutes.get(start)
@@ -168,6 +189,7 @@ class MinuteTallies:
         ]
         for name, cell in minute.zones.items():
             mean = cell.occupancy_sum / cell.frames if cell.frames else 0.0
+            queue = name in self.queues
             records.append(
                 ZoneMinute(
                     minute=start,
@@ -180,6 +202,8 @@ class MinuteTallies:
                     dwell_count=cell.dwell_count,
                     dwell_total_s=cell.dwell_total_s,
                     dwell_max_s=cell.dwell_max_s,
+                    queue_mean=mean if queue else None,
+                    queue_max=cell.occupancy_max if queue else None,
                 )
             )
         return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,17 +16,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Visit:
-    """One stay of one track in one zone, from the frame it entered to the frame it left."""
+    """One stay of one track in one zone, from the frame it entered to the frame it left.
+
+    ``enter_t`` and ``exit_t`` are wall times (they place the visit in minutes and events and may
+    be out of order when the clock was set during the visit); ``dwell_s``, the seconds spent in
+    the zone, comes from the monotonic times of the same frames and is never negative.
+    """
 
     zone: str
     track_id: int
     enter_t: float
     exit_t: float
+    dwell_s: float
 
-    @property
-    def dwell_s(self) -> float:
-        """Seconds spent in the zone."""
-        return self.exit_t - self.enter_t
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.dwell_s) and self.dwell_s >= 0):
+            raise ValueError(f"zone {self.zone!r}: dwell must be a non-negative number, got {self.dwell_s}")
 
 
 @dataclass(frozen=True)
@@ -38,15 +44,23 @@ class ZoneFrame:
     exited: tuple[Visit, ...]
 
 
+@dataclass(frozen=True)
+class _Stamp:
+    """A frame's wall and monotonic times."""
+
+    t: float
+    mono: float
+
+
 @dataclass
 class _Track:
     """What the counter remembers about one live track."""
 
     inside: bool
-    last_t: float
-    enter_t: float = 0.0
+    last: _Stamp
+    enter: _Stamp = _Stamp(0.0, 0.0)
     streak: int = 0
-    streak_t: float = 0.0
+    streak_at: _Stamp = _Stamp(0.0, 0.0)
 
 
 class ZoneCounter:
@@ -61,6 +75,10 @@ class ZoneCounter:
     A track that ends (listed in ``ended``) while inside closes its visit at the time it was last
     seen. ``occupancy`` is the number of open visits after the frame. For a zone configured as a
     queue, the queue length is its occupancy (see ``QueueMonitor``).
+
+    Each frame has a wall time ``t`` and a monotonic time ``mono`` (``t`` when not given): visits
+    are placed by wall time and their dwell measured by monotonic time, so setting the clock
+    during a visit never makes a dwell negative. ``mono`` must not go backwards.
     """
 
     def __init__(self, name: str, polygon: Sequence[Point], min_frames: int = 2) -> None:
@@ -73,6 +91,7 @@ class ZoneCounter:
         self.name = name
         self.min_frames = min_frames
         self._tracks: dict[int, _Track] = {}
+        self._last_mono: float | None = None
 
     @property
     def occupancy(self) -> int:
@@ -83,49 +102,60 @@ class ZoneCounter:
         """Whether a foot point lies in the zone (see ``point_in_polygon`` for the boundary)."""
         return point_in_polygon(point, self.polygon)
 
-    def update(self, positions: Mapping[int, Point], t: float, ended: Iterable[int] = ()) -> ZoneFrame:
-        """Advance one frame at time ``t`` (seconds): present tracks, then tracks that ended."""
+    def update(
+        self, positions: Mapping[int, Point], t: float, ended: Iterable[int] = (), mono: float | None = None
+    ) -> ZoneFrame:
+        """Advance one frame at wall time ``t`` and monotonic time ``mono`` (seconds; ``t`` when
+        None): present tracks, then tracks that ended."""
+        now = _Stamp(t, t if mono is None else mono)
+        if self._last_mono is not None and now.mono < self._last_mono:
+            raise ValueError(f"zone {self.name!r}: monotonic time went back from {self._last_mono} to {now.mono}")
+        self._last_mono = now.mono
         entered: list[int] = []
         exited: list[Visit] = []
         for track_id, point in positions.items():
             inside = self.contains(point)
             track = self._tracks.get(track_id)
             if track is None:
-                track = self._tracks[track_id] = _Track(inside=False, last_t=t)
-            track.last_t = t
+                track = self._tracks[track_id] = _Track(inside=False, last=now)
+            track.last = now
             if inside == track.inside:
                 track.streak = 0
                 continue
             if track.streak == 0:
-                track.streak_t = t
+                track.streak_at = now
             track.streak += 1
             if track.streak < self.min_frames:
                 continue
             track.streak = 0
             track.inside = inside
             if inside:
-                track.enter_t = track.streak_t
+                track.enter = track.streak_at
                 entered.append(track_id)
             else:
-                exited.append(Visit(self.name, track_id, track.enter_t, track.streak_t))
+                exited.append(self._visit(track_id, track.enter, track.streak_at))
         for track_id in ended:
             gone = self._tracks.pop(track_id, None)
             if gone is not None and gone.inside:
-                exited.append(Visit(self.name, track_id, gone.enter_t, gone.last_t))
+                exited.append(self._visit(track_id, gone.enter, gone.last))
         return ZoneFrame(self.name, self.occupancy, tuple(entered), tuple(exited))
 
     def finish(self, t: float) -> tuple[Visit, ...]:
-        """End of stream at ``t``: close every open visit and drop all state.
+        """End of stream at wall time ``t``: close every open visit and drop all state.
 
-        Each visit ends at its track's last seen time (never later than ``t``).
+        Each visit ends at its track's last seen time (placed no later than ``t``).
         """
         visits = tuple(
-            Visit(self.name, track_id, track.enter_t, min(track.last_t, t))
+            self._visit(track_id, track.enter, _Stamp(min(track.last.t, t), track.last.mono))
             for track_id, track in self._tracks.items()
             if track.inside
         )
         self._tracks.clear()
+        self._last_mono = None
         return visits
+
+    def _visit(self, track_id: int, enter: _Stamp, exit_: _Stamp) -> Visit:
+        return Visit(self.name, track_id, enter.t, exit_.t, exit_.mono - enter.mono)
 
 
 @dataclass(frozen=True)

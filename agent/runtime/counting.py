@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -13,7 +15,7 @@ import sqlite_utils
 
 from agent.config import AgentConfig
 from agent.counting.tallies import LineMinute, MinuteTallies, ZoneMinute
-from agent.storage.buckets import write_minutes
+from agent.storage.buckets import clear_segment, write_minutes
 from agent.storage.database import StorageError
 from agent.storage.events import Event, EventKind, record_events
 from agent.sync.health import PipelineCounters
@@ -21,7 +23,7 @@ from agent.vision.capture import FrameSource
 from agent.vision.detector import Detector
 from agent.vision.pipeline import FrameResult, TrafficPipeline
 from agent.vision.prefetch import prefetch
-from agent.vision.source import Frame, SourceSpec, SourceStats, read_frames
+from agent.vision.source import Capture, Frame, FrameClock, SourceSpec, SourceStats, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class ServiceStats:
 def events_of(result: FrameResult) -> list[Event]:
     """The raw events one frame produced: crossings and zone entries and exits (no track ids)."""
     kinds = {"in": EventKind.LINE_IN, "out": EventKind.LINE_OUT}
-    events = [Event(result.t, kinds[c.direction], c.line) for c in result.crossings]
+    events = [Event(result.t, kinds[c.direction], c.line) for c in result.crossings]  # wall time places events
     for zone in result.zones:
         events.extend(Event(result.t, EventKind.ZONE_ENTER, zone.zone) for _ in zone.entered)
         events.extend(Event(v.exit_t, EventKind.ZONE_EXIT, zone.zone, v.dwell_s) for v in zone.exited)
@@ -81,12 +83,35 @@ class FrameRate:
             self._times.popleft()
 
 
+def file_segment(source: SourceSpec) -> str:
+    """The counting segment of a video file: the same file (size and modification time) gives the
+    same segment, so counting it again replaces its earlier counts instead of adding to them."""
+    try:
+        info = os.stat(str(source.value))
+    except OSError:
+        return "file"
+    return f"file:{info.st_size}:{info.st_mtime_ns}"
+
+
+def live_segment(wall: float) -> str:
+    """A new counting segment of a camera: unique per process, component run and clock step."""
+    return f"live:{int(wall)}:{secrets.token_hex(4)}"
+
+
 class TrafficService:
     """The counting component: runs the pipeline on a live or file source until stopped or a file ends.
 
     ``heartbeat`` is called from the frame loop (the runtime feeds the systemd watchdog from it),
     also while a live camera delivers nothing, so a stalled loop is what stops it. The detector
     can be replaced while counting goes on: the swap happens between two frames.
+
+    Counts are written per segment (see ``agent.storage.buckets``). Each ``run`` of a camera is a
+    new segment, so a restart, in the process or of the component, adds to the minute it happens
+    in; so is counting on after the wall clock was set back into a minute already written. A video
+    file is one segment however often it is counted: each run starts by deleting that segment's
+    earlier rows. At the end of every run open visits are closed at their last frame and what was
+    counted is written, so a restart loses no counted frame. ``clock`` and ``opener`` are handed to
+    the live reader (see ``FrameSource``).
     """
 
     name = "counting"
@@ -102,6 +127,8 @@ class TrafficService:
         on_result: Callable[[FrameResult], None] | None = None,
         realtime: bool | None = None,
         heartbeat: Callable[[], None] | None = None,
+        clock: FrameClock | None = None,
+        opener: Callable[[SourceSpec], Capture] | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -114,9 +141,14 @@ class TrafficService:
         self.stats = ServiceStats(crossings={name: {"in": 0, "out": 0} for name in pipeline.line_names})
         self.rate = FrameRate()
         self.last_frame_at: float | None = None
-        self._tallies = MinuteTallies(pipeline.line_names, pipeline.zone_names)
-        self._pending_minutes: list[LineMinute | ZoneMinute] = []
-        self._pending_events: list[Event] = []
+        self.clock = clock or FrameClock()
+        self.opener = opener
+        self.segment = ""
+        self._tallies = self._new_tallies()
+        self._counted = False  # a frame was counted since the pipeline last finished
+        self._clear_first: list[str] = []  # file segments whose earlier rows are deleted before writing
+        self._pending_minutes: dict[str, list[LineMinute | ZoneMinute]] = {}
+        self._pending_events: dict[str, list[Event]] = {}
         self._last_flush = time.monotonic()
         self._source_stats: Callable[[], SourceStats] | None = None
         self._next_detector: Detector | None = None
@@ -149,19 +181,52 @@ class TrafficService:
     def run(self, stop: threading.Event, running: Callable[[], None]) -> None:
         """Count until ``stop`` is set or the file ends; ``running()`` once the first frame is counted."""
         self._announced = False
+        self._start_segment()
         self.db = self.open_db()
         try:
             if self.source.kind == "file" and not self.realtime:
                 self._run_file_fast(stop, running)
             else:
                 self._run_live(stop, running)
-            if not stop.is_set():
-                self._handle(self.pipeline.finish())
         finally:
-            self._pending_minutes.extend(self._tallies.flush())
+            self._finish_counting()
             self._write()
             self.db.close()
             self.db = None
+
+    def _new_tallies(self) -> MinuteTallies:
+        queues = [name for name, zone in self.pipeline.rules.zones.items() if zone.queue]
+        return MinuteTallies(self.pipeline.line_names, self.pipeline.zone_names, queues)
+
+    def _start_segment(self) -> None:
+        """Begin this run's segment with fresh minute tallies."""
+        if self.source.kind == "file":
+            self.segment = file_segment(self.source)
+            # The file is counted again from its start: what an earlier run of it left is replaced.
+            self._pending_minutes.pop(self.segment, None)
+            self._pending_events.pop(self.segment, None)
+            if self.segment not in self._clear_first:
+                self._clear_first.append(self.segment)
+        else:
+            self.segment = live_segment(self.clock.wall())
+        self._tallies = self._new_tallies()
+        logger.info("counting segment %s", self.segment)
+
+    def _set_aside_tallies(self) -> None:
+        """Move every minute still held to the pending writes of the current segment."""
+        records = self._tallies.flush()
+        if records:
+            self._pending_minutes.setdefault(self.segment, []).extend(records)
+
+    def _finish_counting(self) -> None:
+        """End the run's tracks (closing open visits at their last frame) and set its minutes aside."""
+        if self._counted:
+            try:
+                self._handle(self.pipeline.finish())
+            except Exception:
+                logger.exception("cannot close the open tracks; counted frames are kept")
+            self._counted = False
+        self._set_aside_tallies()
 
     def _run_file_fast(self, stop: threading.Event, running: Callable[[], None]) -> None:
         """A file as fast as it decodes, losing no frame (decoding overlaps inference)."""
@@ -188,6 +253,8 @@ class TrafficService:
             reconnect_max_s=camera.reconnect_max_s,
             stop=stop,
             file_start_t=time.time(),
+            clock=self.clock,
+            opener=self.opener,
         )
         frames.start()
         self._source_stats = lambda: frames.stats
@@ -236,7 +303,10 @@ class TrafficService:
         )
 
     def _handle(self, result: FrameResult) -> None:
+        if not self._tallies.accepts(result.t):
+            self._clock_set_back(result.t)
         if result.index >= 0:
+            self._counted = True
             self.stats.frames += 1
             self.stats.people_max = max(self.stats.people_max, result.people)
             self._tallies.add_frame(result.t)
@@ -245,16 +315,32 @@ class TrafficService:
             self._tallies.add_zone_frame(result.t, zone, observed=result.index >= 0)
         for crossing in result.crossings:
             self.stats.crossings[crossing.line][crossing.direction] += 1
-        self._pending_events.extend(events_of(result))
+        self._pending_events.setdefault(self.segment, []).extend(events_of(result))
         if self.on_result is not None:
             self.on_result(result)
+
+    def _clock_set_back(self, t: float) -> None:
+        """The wall clock went back into a minute already written: count on in a new segment."""
+        previous = self.segment
+        self._set_aside_tallies()
+        self.segment = live_segment(self.clock.wall())
+        self._tallies = self._new_tallies()
+        logger.warning(
+            "the clock was set back (frame time %.3f is in a minute already written); counting goes on in "
+            "segment %s after %s",
+            t,
+            self.segment,
+            previous,
+        )
 
     def _maybe_flush(self, t: float) -> None:
         now = time.monotonic()
         if now - self._last_flush < self.config.storage.flush_s:
             return
         self._last_flush = now
-        self._pending_minutes.extend(self._tallies.closed(t))
+        closed = self._tallies.closed(t)
+        if closed:
+            self._pending_minutes.setdefault(self.segment, []).extend(closed)
         self._write()
 
     def _write(self) -> None:
@@ -263,13 +349,16 @@ class TrafficService:
         if self.db is None:
             return
         try:
-            if self._pending_minutes:
-                self.stats.minutes_written += write_minutes(self.db, device, source, self._pending_minutes)
-                self._pending_minutes = []
-            if self._pending_events:
-                record_events(self.db, device, source, self._pending_events)
-                self.stats.events_written += len(self._pending_events)
-                self._pending_events = []
+            while self._clear_first:
+                clear_segment(self.db, device, source, self._clear_first[0])
+                self._clear_first.pop(0)
+            for segment, minutes in list(self._pending_minutes.items()):
+                self.stats.minutes_written += write_minutes(self.db, device, source, minutes, segment=segment)
+                del self._pending_minutes[segment]
+            for segment, events in list(self._pending_events.items()):
+                record_events(self.db, device, source, events, segment=segment)
+                self.stats.events_written += len(events)
+                del self._pending_events[segment]
             if self._write_failing:
                 self._write_failing = False
                 logger.info("counts are written again; nothing was lost")
@@ -284,7 +373,21 @@ class TrafficService:
                     self.config.device.state_dir,
                     exc,
                 )
-            if len(self._pending_events) > MAX_PENDING_ROWS:
-                dropped = len(self._pending_events) - MAX_PENDING_ROWS
-                self._pending_events = self._pending_events[-MAX_PENDING_ROWS:]
-                logger.error("dropped the %d oldest raw events; minute buckets are kept", dropped)
+            self._bound_pending_events()
+
+    def _bound_pending_events(self) -> None:
+        """Keep at most MAX_PENDING_ROWS raw events in memory, dropping the oldest."""
+        excess = sum(len(events) for events in self._pending_events.values()) - MAX_PENDING_ROWS
+        if excess <= 0:
+            return
+        dropped = excess
+        for segment in list(self._pending_events):
+            events = self._pending_events[segment]
+            cut = min(excess, len(events))
+            self._pending_events[segment] = events[cut:]
+            excess -= cut
+            if not self._pending_events[segment]:
+                del self._pending_events[segment]
+            if excess <= 0:
+                break
+        logger.error("dropped the %d oldest raw events; minute buckets are kept", dropped)

@@ -80,7 +80,7 @@ class ScanService:
                 self.stats.frames += 1
                 codes = decode_codes(frame.image)
                 self.stats.codes_seen += len(codes)
-                for text in live.observe(codes, frame.t):
+                for text in live.observe(codes, frame.mono):  # confirmation windows are durations
                     self.handle(desk, text)
         finally:
             frames.stop()

@@ -1,4 +1,9 @@
-"""Minute buckets of line crossings and zone occupancy: idempotent writes and summary queries."""
+"""Minute buckets of line crossings and zone occupancy: idempotent writes and summary queries.
+
+Buckets are kept per counting segment (see migration ``0008_bucket_segments``): a minute written
+again within its segment replaces the earlier copy, and the segments of one minute add up, so a
+restart in the middle of a minute adds to what was counted before it. Every reader sums segments.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from agent.storage.database import fetch_all, transaction
 
 logger = logging.getLogger(__name__)
 
-LINE_KEY = ("device", "source", "minute", "line")
-ZONE_KEY = ("device", "source", "minute", "zone")
+LINE_KEY = ("device", "source", "segment", "minute", "line")
+ZONE_KEY = ("device", "source", "segment", "minute", "zone")
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,11 @@ class HourlyLine:
 
 @dataclass(frozen=True)
 class ZoneSummary:
-    """One zone over a period: occupancy weighted by frames, visits and dwell."""
+    """One zone over a period: occupancy weighted by frames, visits and dwell.
+
+    ``queue_mean`` and ``queue_max`` are the frame-weighted mean and the peak queue length of a
+    zone configured as a queue, None for other zones.
+    """
 
     zone: str
     frames: int
@@ -42,6 +51,8 @@ class ZoneSummary:
     visits: int
     dwell_mean_s: float | None
     dwell_max_s: float
+    queue_mean: float | None = None
+    queue_max: int | None = None
 
 
 def write_minutes(
@@ -50,13 +61,16 @@ def write_minutes(
     source: str,
     minutes: Iterable[LineMinute | ZoneMinute],
     *,
+    segment: str = "",
     now: float | None = None,
 ) -> int:
-    """Store minute tallies in one transaction, replacing any earlier copy of the same minute.
+    """Store minute tallies of one segment in one transaction, replacing any earlier copy of the
+    same minute in that segment.
 
-    Keyed by (device, source, minute, line or zone): re-processing a minute never double
-    counts. Returns the number of rows written. Raises StorageError (nothing written) when
-    the database is locked or full, so the caller can keep the tallies and retry.
+    Keyed by (device, source, segment, minute, line or zone): re-processing a minute within its
+    segment never double counts, and other segments of the minute are left as they are. Returns
+    the number of rows written. Raises StorageError (nothing written) when the database is locked
+    or full, so the caller can keep the tallies and retry.
     """
     if not device or not source:
         raise ValueError("device and source must be non-empty")
@@ -66,7 +80,7 @@ def write_minutes(
     for item in minutes:
         if item.minute % 60 != 0:
             raise ValueError(f"minute {item.minute} is not a multiple of 60")
-        key = {"device": device, "source": source, "minute": item.minute, "updated_at": updated_at}
+        key = {"device": device, "source": source, "segment": segment, "minute": item.minute, "updated_at": updated_at}
         if isinstance(item, LineMinute):
             lines.append({**key, "line": item.line, "in_count": item.in_count, "out_count": item.out_count})
         else:
@@ -76,8 +90,26 @@ def write_minutes(
             db.table("line_buckets").upsert_all(lines, pk=LINE_KEY, alter=False)
         if zones:
             db.table("zone_buckets").upsert_all(zones, pk=ZONE_KEY, alter=False)
-    logger.debug("stored %d line and %d zone minutes for %s/%s", len(lines), len(zones), device, source)
+    logger.debug("stored %d line and %d zone minutes for %s/%s/%s", len(lines), len(zones), device, source, segment)
     return len(lines) + len(zones)
+
+
+def clear_segment(db: Database, device: str, source: str, segment: str) -> int:
+    """Delete every minute bucket and event of one segment in one transaction; return the rows deleted.
+
+    Counting a video file again starts with this, so the file's counts are replaced, not doubled.
+    Raises StorageError (nothing deleted) when the database is locked or full.
+    """
+    key = [device, source, segment]
+    where = "WHERE device = ? AND source = ? AND segment = ?"
+    with transaction(db):
+        deleted = sum(
+            db.execute(f"DELETE FROM {table} {where}", key).rowcount
+            for table in ("line_buckets", "zone_buckets", "events")
+        )
+    if deleted:
+        logger.info("%s: replacing %d earlier row(s) of segment %s", source, deleted, segment)
+    return deleted
 
 
 def line_totals(db: Database, since: int | None = None, until: int | None = None) -> dict[str, tuple[int, int]]:
@@ -109,12 +141,15 @@ def zone_summary(db: Database, since: int | None = None, until: int | None = Non
     rows = fetch_all(
         db,
         "SELECT zone, SUM(frames), SUM(occupancy_mean * frames), MAX(occupancy_max), SUM(entries), "
-        "SUM(exits), SUM(dwell_count), SUM(dwell_total_s), MAX(dwell_max_s) "
+        "SUM(exits), SUM(dwell_count), SUM(dwell_total_s), MAX(dwell_max_s), "
+        "SUM(queue_mean * frames), SUM(CASE WHEN queue_mean IS NULL THEN 0 ELSE frames END), MAX(queue_max) "
         f"FROM zone_buckets {where} GROUP BY zone ORDER BY zone",
         params,
     )
     summaries: dict[str, ZoneSummary] = {}
-    for zone, frames, weighted, occ_max, entries, exits, visits, dwell_total, dwell_max in rows:
+    for row in rows:
+        zone, frames, weighted, occ_max, entries, exits, visits, dwell_total, dwell_max = row[:9]
+        queue_weighted, queue_frames, queue_max = row[9:]
         summaries[zone] = ZoneSummary(
             zone=zone,
             frames=int(frames),
@@ -125,8 +160,17 @@ def zone_summary(db: Database, since: int | None = None, until: int | None = Non
             visits=int(visits),
             dwell_mean_s=float(dwell_total) / visits if visits else None,
             dwell_max_s=float(dwell_max),
+            queue_mean=_queue_mean(queue_weighted, queue_frames, queue_max),
+            queue_max=int(queue_max) if queue_max is not None else None,
         )
     return summaries
+
+
+def _queue_mean(weighted: float | None, frames: int, peak: int | None) -> float | None:
+    """Frame-weighted mean queue length; None for a zone that is not a queue."""
+    if peak is None:
+        return None
+    return float(weighted or 0.0) / frames if frames else 0.0
 
 
 def _zone_values(item: ZoneMinute) -> dict[str, Any]:
@@ -140,6 +184,8 @@ def _zone_values(item: ZoneMinute) -> dict[str, Any]:
         "dwell_count": item.dwell_count,
         "dwell_total_s": item.dwell_total_s,
         "dwell_max_s": item.dwell_max_s,
+        "queue_mean": item.queue_mean,
+        "queue_max": item.queue_max,
     }
 
 

@@ -49,19 +49,19 @@ class Event:
                 raise ValueError(f"dwell must be a non-negative number, not {self.dwell_s}")
 
 
-def record_events(db: Database, device: str, source: str, events: Iterable[Event]) -> int:
-    """Append events in one transaction; return how many were stored.
+def record_events(db: Database, device: str, source: str, events: Iterable[Event], *, segment: str = "") -> int:
+    """Append events of one counting segment in one transaction; return how many were stored.
 
     Raises StorageError (nothing stored) when the database is locked or full.
     """
     if not device or not source:
         raise ValueError("device and source must be non-empty")
-    rows = [(device, source, e.t, str(EventKind(e.kind)), e.name, e.dwell_s) for e in events]
+    rows = [(device, source, segment, e.t, str(EventKind(e.kind)), e.name, e.dwell_s) for e in events]
     if not rows:
         return 0
     with transaction(db):
         db.conn.executemany(
-            "INSERT INTO events (device, source, t, kind, name, dwell_s) VALUES (?, ?, ?, ?, ?, ?)", rows
+            "INSERT INTO events (device, source, segment, t, kind, name, dwell_s) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
         )
     logger.debug("stored %d events for %s/%s", len(rows), device, source)
     return len(rows)

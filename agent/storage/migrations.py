@@ -358,3 +358,74 @@ def _status(db: Database) -> None:
         )
         """
     )
+
+
+@MIGRATIONS(name="0008_bucket_segments")
+def _bucket_segments(db: Database) -> None:
+    """Minute buckets and events belong to a counting segment; queue zones record queue length.
+
+    A segment is one uninterrupted stretch of counting of one source: one run of the counting
+    component on a camera (a restart, or the clock set back into a minute already written, starts
+    another), or one video file (the same file processed again is the same segment). Buckets are
+    keyed by (device, source, segment, minute, line or zone): writing a minute again within its
+    segment replaces it, and segments of the same minute add up. Rows written before have the
+    segment ''. ``queue_mean`` and ``queue_max`` are the queue length of a zone configured as a
+    queue (its occupancy), NULL for other zones.
+    """
+    db.execute(
+        """
+        CREATE TABLE line_buckets_segmented (
+            device TEXT NOT NULL,
+            source TEXT NOT NULL,
+            segment TEXT NOT NULL DEFAULT '',
+            minute INTEGER NOT NULL CHECK (minute % 60 = 0),
+            line TEXT NOT NULL,
+            in_count INTEGER NOT NULL CHECK (in_count >= 0),
+            out_count INTEGER NOT NULL CHECK (out_count >= 0),
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (device, source, segment, minute, line)
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO line_buckets_segmented (device, source, segment, minute, line, in_count, out_count, updated_at)"
+        " SELECT device, source, '', minute, line, in_count, out_count, updated_at FROM line_buckets"
+    )
+    db.execute("DROP TABLE line_buckets")
+    db.execute("ALTER TABLE line_buckets_segmented RENAME TO line_buckets")
+    db.execute(
+        """
+        CREATE TABLE zone_buckets_segmented (
+            device TEXT NOT NULL,
+            source TEXT NOT NULL,
+            segment TEXT NOT NULL DEFAULT '',
+            minute INTEGER NOT NULL CHECK (minute % 60 = 0),
+            zone TEXT NOT NULL,
+            frames INTEGER NOT NULL CHECK (frames >= 0),
+            occupancy_mean REAL NOT NULL CHECK (occupancy_mean >= 0),
+            occupancy_max INTEGER NOT NULL CHECK (occupancy_max >= 0),
+            entries INTEGER NOT NULL CHECK (entries >= 0),
+            exits INTEGER NOT NULL CHECK (exits >= 0),
+            dwell_count INTEGER NOT NULL CHECK (dwell_count >= 0),
+            dwell_total_s REAL NOT NULL CHECK (dwell_total_s >= 0),
+            dwell_max_s REAL NOT NULL CHECK (dwell_max_s >= 0),
+            queue_mean REAL CHECK (queue_mean IS NULL OR queue_mean >= 0),
+            queue_max INTEGER CHECK (queue_max IS NULL OR queue_max >= 0),
+            updated_at REAL NOT NULL,
+            CHECK ((queue_mean IS NULL) = (queue_max IS NULL)),
+            PRIMARY KEY (device, source, segment, minute, zone)
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO zone_buckets_segmented (device, source, segment, minute, zone, frames, occupancy_mean,"
+        " occupancy_max, entries, exits, dwell_count, dwell_total_s, dwell_max_s, updated_at)"
+        " SELECT device, source, '', minute, zone, frames, occupancy_mean, occupancy_max, entries, exits,"
+        " dwell_count, dwell_total_s, dwell_max_s, updated_at FROM zone_buckets"
+    )
+    db.execute("DROP TABLE zone_buckets")
+    db.execute("ALTER TABLE zone_buckets_segmented RENAME TO zone_buckets")
+    db.table("line_buckets").create_index(["minute"], if_not_exists=True)
+    db.table("zone_buckets").create_index(["minute"], if_not_exists=True)
+    db.execute("ALTER TABLE events ADD COLUMN segment TEXT NOT NULL DEFAULT ''")
+    db.table("events").create_index(["device", "source", "segment"], if_not_exists=True)

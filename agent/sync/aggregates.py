@@ -7,6 +7,9 @@ transaction as its ``released_cells`` rows: a crash releases a window either ful
 and the primary key of ``released_cells`` keeps any cell from leaving the device twice. Data that
 arrives after its window was released is not reported again.
 
+Minute buckets are kept per counting segment (a restart within a minute starts another); every
+query here sums the segments of a minute.
+
 Traffic: every configured line and zone is a cell of every reported window, zero or not, so a cell
 never exists only because somebody was there. A window with no processed frame is not reported
 (missing is not zero). Zone ``visits`` are zone exits (a visit counts when it ends, as its dwell
@@ -245,8 +248,9 @@ class _Closer:
                 visits=exits,
                 dwell_bins=cast(dict[DwellBin, int], bins[zone]),
             )
-        # Every zone sees every frame of its source: a minute's frames are its largest zone count.
-        frames_sql = f"SELECT MAX(frames) AS f FROM zone_buckets WHERE {zones_in} GROUP BY source, minute"
+        # Every zone sees every frame of its source: a minute's frames in one counting segment are
+        # its largest zone count there; the segments of a minute (restarts) add up.
+        frames_sql = f"SELECT MAX(frames) AS f FROM zone_buckets WHERE {zones_in} GROUP BY source, segment, minute"
         total, rows = fetch_all(self.db, f"SELECT SUM(f), COUNT(*) FROM ({frames_sql})", params)[0]
         return stats, (int(total) if rows else None)
 

@@ -17,6 +17,7 @@ from agent.vision.source import (
     CorruptLog,
     Counters,
     Frame,
+    FrameClock,
     FrameReader,
     SourceError,
     SourceSpec,
@@ -35,7 +36,8 @@ class FrameSource:
     mode plays at its native rate like a camera; otherwise it is read as fast as it decodes. A
     file ends the source at its end unless ``loop``; a live source that fails is reopened with
     ``backoff`` until stopped, counting ``reconnects``. Setting ``stop`` (shared with the rest of
-    the agent) or calling ``stop()`` ends the thread.
+    the agent) or calling ``stop()`` ends the thread. ``clock`` gives live frames their wall and
+    monotonic times (see ``Frame``).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class FrameSource:
         read_timeout_s: float = 5.0,
         rng: random.Random | None = None,
         opener: Callable[[SourceSpec], Capture] | None = None,
+        clock: FrameClock | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
@@ -72,6 +75,7 @@ class FrameSource:
         self._opener: Callable[[SourceSpec], Capture] = opener or (
             lambda s: open_capture(s, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
         )
+        self._clock = clock or FrameClock()
         self._external_stop = stop
         self._halt = threading.Event()
         self._cond = threading.Condition()
@@ -183,7 +187,7 @@ class FrameSource:
         cap, self._first_cap = self._first_cap, None
         index, time_base = 0, self.file_start_t
         while cap is not None:
-            reader = self._pump(cap, index, time_base)
+            reader = self._pump(cap, index, time_base, time_base - self.file_start_t)
             if self._stopping():
                 return
             logger.info("%s: end of file after %d frames", self.spec.label, reader.grabbed)
@@ -214,7 +218,7 @@ class FrameSource:
                 continue
             logger.info("%s: connected", self.spec.label)
             connected_at = time.monotonic()
-            reader = self._pump(cap, index, 0.0)
+            reader = self._pump(cap, index, 0.0, 0.0)
             index = reader.next_index
             if self._stopping():
                 return
@@ -230,7 +234,7 @@ class FrameSource:
             )
             self._sleep(delay)
 
-    def _pump(self, cap: Capture, first_index: int, time_base: float) -> FrameReader:
+    def _pump(self, cap: Capture, first_index: int, time_base: float, mono_base: float) -> FrameReader:
         """Move frames from one open capture to the queue until it ends or the source stops."""
         reader = FrameReader(
             self.spec,
@@ -238,8 +242,10 @@ class FrameSource:
             gate=self._gate,
             first_index=first_index,
             time_base=time_base,
+            mono_base=mono_base,
             counters=self._counters,
             corrupt_log=self._corrupt_log,
+            clock=self._clock,
         )
         try:
             while not self._stopping():
@@ -249,7 +255,7 @@ class FrameSource:
                 if frame is None:
                     continue
                 if self.realtime and not self.spec.is_live:
-                    self._pace(frame.t)
+                    self._pace(frame.mono)
                 self._push(frame)
         finally:
             reader.close()

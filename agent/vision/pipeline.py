@@ -21,13 +21,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What one frame changed: confirmed people in view, crossings and zone states."""
+    """What one frame changed: confirmed people in view, crossings and zone states.
+
+    ``t`` and ``mono`` are the frame's wall and monotonic times (see ``Frame``).
+    """
 
     index: int
     t: float
     people: int
     crossings: tuple[Crossing, ...]
     zones: tuple[ZoneFrame, ...]
+    mono: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class TrafficPipeline:
         self._zones: list[ZoneCounter] = []
         self._size: tuple[int, int] | None = None
         self._last_t = 0.0
+        self._last_mono = 0.0
 
     @property
     def line_names(self) -> list[str]:
@@ -101,26 +106,37 @@ class TrafficPipeline:
             if self._size is not None:
                 logger.warning("frame size changed from %s to %dx%d; counters restart", self._size, width, height)
             self._layout(width, height)
-        return self.process_detections(frame.index, frame.t, self.detector.detect(frame.image))
+        detections = self.detector.detect(frame.image)
+        return self.process_detections(frame.index, frame.t, detections, mono=frame.mono)
 
-    def process_detections(self, index: int, t: float, detections: Detections) -> FrameResult:
-        """Track and count one frame's detections (the counters must be laid out already)."""
+    def process_detections(
+        self, index: int, t: float, detections: Detections, mono: float | None = None
+    ) -> FrameResult:
+        """Track and count one frame's detections (the counters must be laid out already).
+
+        ``t`` is the frame's wall time, ``mono`` its monotonic time (``t`` when None).
+        """
         update = self._tracker.update(detections)
         positions = {track.track_id: Point(*track.foot) for track in update.tracks}
-        return self._count(index, t, positions, update.ended)
+        return self._count(index, t, t if mono is None else mono, positions, update.ended)
 
-    def _count(self, index: int, t: float, positions: dict[int, Point], ended: tuple[int, ...]) -> FrameResult:
-        self._last_t = t
+    def _count(
+        self, index: int, t: float, mono: float, positions: dict[int, Point], ended: tuple[int, ...]
+    ) -> FrameResult:
+        self._last_t, self._last_mono = t, mono
         crossings: list[Crossing] = []
         for line in self._lines:
             crossings.extend(line.update(positions, ended))
-        zones = tuple(zone.update(positions, t, ended) for zone in self._zones)
-        return FrameResult(index, t, len(positions), tuple(crossings), zones)
+        zones = tuple(zone.update(positions, t, ended, mono=mono) for zone in self._zones)
+        return FrameResult(index, t, len(positions), tuple(crossings), zones, mono)
 
     def finish(self) -> FrameResult:
-        """End of stream: end every track, closing open visits and net crossings at the last frame time."""
+        """End of stream: end every track, closing open visits and net crossings at the last frame time.
+
+        Counting then starts afresh: a later frame (of this stream or another) meets no old track.
+        """
         ended = self._tracker.finish()
-        result = self._count(-1, self._last_t, {}, ended)
+        result = self._count(-1, self._last_t, self._last_mono, {}, ended)
         crossings = list(result.crossings)
         for line in self._lines:
             crossings.extend(line.finish())
@@ -128,7 +144,7 @@ class TrafficPipeline:
             ZoneFrame(frame.zone, 0, frame.entered, frame.exited + zone.finish(self._last_t))
             for zone, frame in zip(self._zones, result.zones, strict=True)
         )
-        return FrameResult(-1, self._last_t, 0, tuple(crossings), zones)
+        return FrameResult(-1, self._last_t, 0, tuple(crossings), zones, self._last_mono)
 
 
 def build_detector(config: AgentConfig, model: str | None = None) -> Detector:

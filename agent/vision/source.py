@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -88,20 +89,34 @@ def parse_source(value: str | int | Path) -> SourceSpec:
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One decoded frame: ``index`` counts frames read from the stream from 0, ``t`` is in seconds.
+class FrameClock:
+    """Where a live frame's two times come from: the wall clock and a monotonic clock."""
 
-    ``t`` is the file start time plus the stream position for files, and the wall clock at grab
-    for live sources. ``image`` is BGR uint8 with shape (H, W, 3).
+    wall: Callable[[], float] = time.time
+    mono: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame with its two times, both in seconds.
+
+    ``index`` counts frames read from the stream from 0. ``t`` is wall time (unix seconds): it
+    places the frame in minutes, windows and events, and may step when the clock is set. ``mono``
+    never goes backwards: durations (dwell, timeouts) are differences of it. For live sources
+    they are the wall and monotonic clocks at grab; for files, ``t`` is the file start time plus
+    the stream position and ``mono`` the stream position. ``image`` is BGR uint8 (H, W, 3).
     """
 
     index: int
     t: float
     image: npt.NDArray[np.uint8]
+    mono: float
 
     def __post_init__(self) -> None:
         if not _is_bgr(self.image):
             raise ValueError(f"image must be BGR uint8 (H, W, 3), got {_describe(self.image)}")
+        if not (math.isfinite(self.t) and math.isfinite(self.mono)):
+            raise ValueError(f"frame times must be finite, got t={self.t}, mono={self.mono}")
 
 
 def _is_bgr(image: Any) -> bool:
@@ -232,8 +247,10 @@ class FrameReader:
         gate: RateGate | None = None,
         first_index: int = 0,
         time_base: float = 0.0,
+        mono_base: float = 0.0,
         counters: Counters | None = None,
         corrupt_log: CorruptLog | None = None,
+        clock: FrameClock | None = None,
     ) -> None:
         self.spec = spec
         self._cap = cap
@@ -241,11 +258,14 @@ class FrameReader:
         self._corrupt_log = corrupt_log or CorruptLog(spec.label)
         self._gate = gate
         self._time_base = time_base
+        self._mono_base = mono_base
+        self._clock = clock or FrameClock()
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.period = 1.0 / (fps if math.isfinite(fps) and 0 < fps <= 1000 else FALLBACK_FPS)
         self.next_index = first_index
         self.grabbed = 0
         self.last_t: float | None = None
+        self.last_mono: float | None = None
         self._last_pos: float | None = None
         self._shape: tuple[int, ...] | None = None
         self.ended = False
@@ -303,10 +323,13 @@ class FrameReader:
         self.grabbed += 1
         with self._counters.lock:
             self._counters.read += 1
-        live = self.spec.is_live
-        t = time.time() if live else self._time_base + self._position()
-        self.last_t = t
-        if self._gate is not None and not self._gate.admit(time.monotonic() if live else t):
+        if self.spec.is_live:
+            t, mono = self._clock.wall(), self._clock.mono()
+        else:
+            position = self._position()
+            t, mono = self._time_base + position, self._mono_base + position
+        self.last_t, self.last_mono = t, mono
+        if self._gate is not None and not self._gate.admit(mono):
             with self._counters.lock:
                 self._counters.skipped += 1
             return None
@@ -321,7 +344,7 @@ class FrameReader:
             self._corrupt_log.note(index, f"{_describe(image) if ok else 'no image'}{expected}")
             return None
         self._shape = image.shape
-        return Frame(index, t, image)
+        return Frame(index, t, image, mono)
 
     def _position(self) -> float:
         """Seconds from the start of the file, from the stream, never going backwards."""
@@ -343,9 +366,9 @@ def read_frames(
 ) -> FrameReader:
     """Open ``spec`` now (raising SourceError) and iterate its frames in order, none dropped.
 
-    For files ``t`` is ``file_start_t`` (0 when None) plus the stream position. ``target_fps``
-    keeps at most that many frames per second of stream time. A live source ends at its first
-    failed read; use ``FrameSource`` to reconnect.
+    For files ``t`` is ``file_start_t`` (0 when None) plus the stream position, and ``mono`` the
+    stream position. ``target_fps`` keeps at most that many frames per second of stream time. A
+    live source ends at its first failed read; use ``FrameSource`` to reconnect.
     """
     cap = open_capture(spec, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     gate = RateGate(target_fps) if target_fps is not None else None

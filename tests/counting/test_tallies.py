@@ -20,7 +20,7 @@ def crossing(direction: str, line: str = "door", track: int = 1) -> Crossing:
 
 
 def zone_frame(occupancy: int, entered: int = 0, dwells: tuple[float, ...] = ()) -> ZoneFrame:
-    visits = tuple(Visit("queue", i, 0.0, d) for i, d in enumerate(dwells))
+    visits = tuple(Visit("queue", i, 0.0, d, d) for i, d in enumerate(dwells))
     return ZoneFrame("queue", occupancy, tuple(range(entered)), visits)
 
 
@@ -184,3 +184,29 @@ def test_input_for_an_unconfigured_line_or_zone_is_an_error(
             tallies.add_zone_frame(T0, zone_frame(1))
         else:
             tallies.add_zone_frame(T0, ZoneFrame("other", 0, (), ()))
+
+
+def test_accepts_tells_whether_a_time_falls_in_a_minute_already_closed() -> None:
+    tallies = MinuteTallies(lines=["door"], zones=[])
+    tallies.add_frame(T0 + 5)
+    assert tallies.accepts(T0 - 120)  # nothing closed yet
+    tallies.closed(T0 + 61)
+    assert not tallies.accepts(T0 + 59)
+    assert not tallies.accepts(T0 - 120)
+    assert tallies.accepts(T0 + 60)
+
+
+def test_a_queue_zone_records_its_queue_length_and_other_zones_do_not() -> None:
+    tallies = MinuteTallies(lines=[], zones=["till", "shelf"], queues=["till"])
+    for occupancy in (1, 4, 2, 1):
+        tallies.add_zone_frame(T0 + 1, ZoneFrame("till", occupancy, (), ()))
+        tallies.add_zone_frame(T0 + 1, ZoneFrame("shelf", occupancy, (), ()))
+    till, shelf = tallies.flush()
+    assert isinstance(till, ZoneMinute) and isinstance(shelf, ZoneMinute)
+    assert (till.zone, till.queue_mean, till.queue_max) == ("till", 2.0, 4)
+    assert (shelf.zone, shelf.queue_mean, shelf.queue_max) == ("shelf", None, None)
+
+
+def test_a_queue_must_be_a_configured_zone() -> None:
+    with pytest.raises(ValueError, match="queues must be configured zones"):
+        MinuteTallies(lines=[], zones=["shelf"], queues=["till"])

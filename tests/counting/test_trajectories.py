@@ -259,6 +259,10 @@ def test_hold_keeps_line_counts_exact_with_jitter_and_dropped_frames(
         assert _count_line(noisy, line, hold=hold, net=net) == (_net(truth) if net else truth)
 
 
+def _visit(track: int, enter_t: float, exit_t: float) -> Visit:
+    return Visit("zone", track, enter_t, exit_t, exit_t - enter_t)
+
+
 def _shapely_visits(walk: Walk, polygon: Sequence[tuple[float, float]]) -> list[Visit]:
     """Runs of consecutive samples inside the polygon, per track, as visits."""
     shape = shapely.Polygon(polygon)
@@ -268,14 +272,14 @@ def _shapely_visits(walk: Walk, polygon: Sequence[tuple[float, float]]) -> list[
     for sample in walk.samples:
         for track in sample.ended:
             if track in open_since:
-                visits.append(Visit("zone", track, open_since.pop(track), last_seen[track]))
+                visits.append(_visit(track, open_since.pop(track), last_seen[track]))
         for track, (x, y) in sample.positions.items():
             last_seen[track] = sample.t
             inside = bool(shapely.contains_xy(shape, x, y))
             if inside and track not in open_since:
                 open_since[track] = sample.t
             elif not inside and track in open_since:
-                visits.append(Visit("zone", track, open_since.pop(track), sample.t))
+                visits.append(_visit(track, open_since.pop(track), sample.t))
     assert not open_since
     return sorted(visits, key=lambda v: (v.track_id, v.enter_t))
 

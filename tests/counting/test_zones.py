@@ -47,7 +47,7 @@ def test_dwell_is_the_time_from_entering_to_leaving() -> None:
     times = [10.0, 10.1, 10.2, 12.7, 12.8, 12.9]
     points = [OUT, IN, IN, OUT, OUT, OUT]
     visits = [v for t, p in zip(times, points, strict=True) for v in zone.update({7: p}, t).exited]
-    assert visits == [Visit("shelf", 7, 10.1, 12.7)]
+    assert [(v.zone, v.track_id, v.enter_t, v.exit_t) for v in visits] == [("shelf", 7, 10.1, 12.7)]
     assert visits[0].dwell_s == pytest.approx(2.6)
 
 
@@ -56,7 +56,7 @@ def test_track_that_ends_inside_closes_its_visit_at_its_last_seen_time() -> None
     run_track(zone, "OIII")
     zone.update({}, 4.0)
     ended = zone.update({}, 5.0, ended=[1])
-    assert ended.exited == (Visit("shelf", 1, 1.0, 3.0),)
+    assert ended.exited == (Visit("shelf", 1, 1.0, 3.0, 2.0),)
     assert ended.occupancy == 0
     assert zone.finish(6.0) == ()
 
@@ -73,7 +73,7 @@ def test_ended_id_reused_starts_a_new_visit() -> None:
     zone.update({}, 2.0, ended=[1])
     frames = [zone.update({1: IN}, t) for t in (3.0, 4.0)]
     assert [f.entered for f in frames] == [(), (1,)]
-    assert zone.finish(5.0) == (Visit("shelf", 1, 3.0, 4.0),)
+    assert zone.finish(5.0) == (Visit("shelf", 1, 3.0, 4.0, 1.0),)
 
 
 def test_finish_closes_all_open_visits() -> None:
@@ -81,7 +81,7 @@ def test_finish_closes_all_open_visits() -> None:
     zone.update({1: IN, 2: IN, 3: OUT}, 0.0)
     zone.update({1: IN, 3: OUT}, 1.0)
     visits = sorted(zone.finish(1.0), key=lambda v: v.track_id)
-    assert visits == [Visit("shelf", 1, 0.0, 1.0), Visit("shelf", 2, 0.0, 0.0)]
+    assert visits == [Visit("shelf", 1, 0.0, 1.0, 1.0), Visit("shelf", 2, 0.0, 0.0, 0.0)]
     assert zone.occupancy == 0
 
 
@@ -109,7 +109,7 @@ def test_zone_counter_validates_its_configuration(
 
 
 def _frame(occupancy: int, dwells: list[float]) -> ZoneFrame:
-    visits = tuple(Visit("queue", i, 0.0, d) for i, d in enumerate(dwells))
+    visits = tuple(Visit("queue", i, 0.0, d, d) for i, d in enumerate(dwells))
     return ZoneFrame("queue", occupancy, (), visits)
 
 
@@ -125,3 +125,57 @@ def test_queue_length_is_occupancy_and_wait_is_the_recent_median_dwell() -> None
 def test_queue_monitor_rejects_an_empty_window() -> None:
     with pytest.raises(ValueError, match="window must be at least 1"):
         QueueMonitor(window=0)
+
+
+# Wall time places a visit, monotonic time measures it (design §9): NTP setting the clock at boot
+# must never make a dwell negative or absurd.
+
+
+@pytest.mark.parametrize(
+    ("wall", "dwell"),
+    [
+        pytest.param([1000.0, 1001.0, 1002.0, 940.0, 941.0, 942.0, 943.0], 4.0, id="clock-set-back-mid-visit"),
+        pytest.param([1000.0, 1001.0, 1002.0, 4600.0, 4601.0, 4602.0, 4603.0], 4.0, id="clock-set-forward"),
+    ],
+)
+def test_a_wall_clock_step_mid_visit_leaves_the_dwell_to_monotonic_time(wall: list[float], dwell: float) -> None:
+    zone = ZoneCounter("shelf", SQUARE, min_frames=2)
+    points = [OUT, IN, IN, IN, IN, OUT, OUT]
+    visits = [
+        v
+        for mono, (t, p) in enumerate(zip(wall, points, strict=True))
+        for v in zone.update({7: p}, t, mono=float(mono)).exited
+    ]
+    assert len(visits) == 1
+    assert (visits[0].enter_t, visits[0].exit_t) == (wall[1], wall[5])  # placed by wall time
+    assert visits[0].dwell_s == dwell  # monotonic 1 (entered) to 5 (first frame outside)
+
+
+def test_a_track_ending_after_a_clock_step_closes_with_a_non_negative_dwell() -> None:
+    zone = ZoneCounter("shelf", SQUARE, min_frames=1)
+    zone.update({1: IN}, 1000.0, mono=10.0)
+    zone.update({1: IN}, 400.0, mono=11.0)  # the clock went back ten minutes
+    ended = zone.update({}, 401.0, ended=[1], mono=12.0)
+    assert ended.exited == (Visit("shelf", 1, 1000.0, 400.0, 1.0),)
+    assert zone.finish(0.0) == ()
+
+
+def test_finish_after_a_clock_step_keeps_the_monotonic_dwell() -> None:
+    zone = ZoneCounter("shelf", SQUARE, min_frames=1)
+    zone.update({1: IN}, 1000.0, mono=5.0)
+    zone.update({1: IN}, 900.0, mono=7.5)
+    assert zone.finish(900.0) == (Visit("shelf", 1, 1000.0, 900.0, 2.5),)
+
+
+def test_monotonic_time_going_back_is_refused_and_allowed_again_after_finish() -> None:
+    zone = ZoneCounter("shelf", SQUARE)
+    zone.update({1: IN}, 100.0, mono=5.0)
+    with pytest.raises(ValueError, match="monotonic time went back"):
+        zone.update({1: IN}, 101.0, mono=4.0)
+    zone.finish(101.0)
+    zone.update({1: IN}, 0.0, mono=0.0)  # a new stream starts its own monotonic time
+
+
+def test_a_visit_never_has_a_negative_dwell() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        Visit("shelf", 1, 10.0, 12.0, -1.0)

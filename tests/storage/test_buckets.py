@@ -9,8 +9,9 @@ import pytest
 from sqlite_utils import Database
 
 from agent.counting.tallies import LineMinute, ZoneMinute
-from agent.storage.buckets import HourlyLine, hourly_lines, line_totals, write_minutes, zone_summary
+from agent.storage.buckets import HourlyLine, clear_segment, hourly_lines, line_totals, write_minutes, zone_summary
 from agent.storage.database import StorageError, open_database
+from agent.storage.events import Event, EventKind, record_events
 
 T0 = 1_700_000_000 - 1_700_000_000 % 3600  # an hour boundary
 
@@ -205,3 +206,37 @@ def test_zone_summary_without_finished_visits_has_no_mean_dwell(memory_db: Datab
     assert summary.visits == 0
     assert summary.dwell_mean_s is None
     assert zone_summary(memory_db, since=T0 + 60) == {}
+
+
+# Segments: a restart within a minute adds to it; the same segment written again replaces.
+
+
+def test_segments_of_one_minute_add_up_and_a_segment_written_again_replaces(memory_db: Database) -> None:
+    write_minutes(memory_db, "dev", "cam", [LineMinute(T0, "door", 3, 1), _zone(T0, 10, 1.0)], segment="run-1")
+    write_minutes(memory_db, "dev", "cam", [LineMinute(T0, "door", 2, 0), _zone(T0, 30, 3.0)], segment="run-2")
+    write_minutes(memory_db, "dev", "cam", [LineMinute(T0, "door", 4, 0), _zone(T0, 30, 2.0)], segment="run-2")
+    assert line_totals(memory_db) == {"door": (7, 1)}
+    assert hourly_lines(memory_db) == [HourlyLine(T0, "door", 7, 1)]
+    till = zone_summary(memory_db)["till"]
+    assert till.frames == 40
+    assert till.occupancy_mean == pytest.approx((10 * 1.0 + 30 * 2.0) / 40)
+
+
+def test_clear_segment_deletes_only_that_segments_buckets_and_events(memory_db: Database) -> None:
+    write_minutes(memory_db, "dev", "clip.avi", [LineMinute(T0, "door", 3, 1)], segment="file:1:2")
+    write_minutes(memory_db, "dev", "clip.avi", [LineMinute(T0, "door", 1, 0)], segment="file:9:9")
+    record_events(memory_db, "dev", "clip.avi", [Event(T0 + 1, EventKind.LINE_IN, "door")], segment="file:1:2")
+    assert clear_segment(memory_db, "dev", "clip.avi", "file:1:2") == 2
+    assert line_totals(memory_db) == {"door": (1, 0)}
+    assert memory_db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+
+
+def test_a_queue_zone_summary_has_its_queue_length_and_other_zones_none(memory_db: Database) -> None:
+    queue = ZoneMinute(T0, "till", 10, 2.0, 5, 0, 0, 0, 0.0, 0.0, queue_mean=2.0, queue_max=5)
+    write_minutes(memory_db, "dev", "cam", [queue], segment="a")
+    write_minutes(memory_db, "dev", "cam", [ZoneMinute(T0, "till", 30, 1.0, 3, 0, 0, 0, 0.0, 0.0, 1.0, 3)], segment="b")
+    summaries = zone_summary(memory_db)
+    assert (summaries["till"].queue_mean, summaries["till"].queue_max) == (pytest.approx(1.25), 5)
+    shelf = ZoneMinute(T0, "shelf", 10, 1.0, 1, 0, 0, 0, 0.0, 0.0)
+    write_minutes(memory_db, "dev", "cam", [shelf])
+    assert (zone_summary(memory_db)["shelf"].queue_mean, zone_summary(memory_db)["shelf"].queue_max) == (None, None)

@@ -30,7 +30,7 @@ def test_recorded_events_come_back_newest_first(memory_db: Database) -> None:
 
 def test_events_store_no_track_ids_or_image_columns(memory_db: Database) -> None:
     columns = set(memory_db.table("events").columns_dict)
-    assert columns == {"id", "device", "source", "t", "kind", "name", "dwell_s"}
+    assert columns == {"id", "device", "source", "segment", "t", "kind", "name", "dwell_s"}
 
 
 @pytest.mark.parametrize(

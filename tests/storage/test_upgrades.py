@@ -11,7 +11,9 @@ from sqlite_utils import Database
 
 from agent.contract.kinds import MessageKind
 from agent.contract.topics import Topics
+from agent.counting.tallies import LineMinute
 from agent.storage import audit
+from agent.storage.buckets import line_totals, write_minutes, zone_summary
 from agent.storage.database import StorageError, open_database
 from agent.storage.migrations import MIGRATIONS
 from agent.storage.outbox import pending, pending_by_kind
@@ -130,3 +132,34 @@ def test_audit_rows_written_before_the_upgrade_stay_readable(tmp_path: Path) -> 
     )  # fmt: skip
     assert (oldest.actor, oldest.role, oldest.action, oldest.subject) == ("pin:0042", None, "erase", SERIAL)
     assert oldest.detail == {"redemptions": 1}
+
+
+def test_buckets_and_events_written_before_segments_keep_their_counts_and_add_to_new_ones(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    old = old_database(path, "0008_bucket_segments")
+    minute = int(NOW) // 60 * 60
+    old.execute(
+        "INSERT INTO line_buckets (device, source, minute, line, in_count, out_count, updated_at)"
+        " VALUES ('till-1', 'cam', ?, 'door', 3, 1, ?)",
+        [minute, NOW],
+    )
+    old.execute(
+        "INSERT INTO zone_buckets (device, source, minute, zone, frames, occupancy_mean, occupancy_max, entries,"
+        " exits, dwell_count, dwell_total_s, dwell_max_s, updated_at) VALUES ('till-1', 'cam', ?, 'till', 10, 1.0,"
+        " 2, 1, 1, 1, 4.0, 4.0, ?)",
+        [minute, NOW],
+    )
+    old.execute(
+        "INSERT INTO events (device, source, t, kind, name) VALUES ('till-1', 'cam', ?, 'line_in', 'door')", [NOW]
+    )
+    old.conn.commit()
+    old.close()
+
+    db = open_database(path)
+    try:
+        write_minutes(db, "till-1", "cam", [LineMinute(minute, "door", 2, 0)], segment="live:1:ab")
+        assert line_totals(db) == {"door": (5, 1)}
+        assert zone_summary(db)["till"].frames == 10
+        assert db.execute("SELECT segment FROM events").fetchall() == [("",)]
+    finally:
+        db.close()

@@ -119,6 +119,20 @@ def test_a_closed_window_becomes_one_message_with_every_configured_line_and_zone
     assert queue["dwell_bins"] == {**{label: 0 for label, _ in DWELL_BINS}, "30s_1m": 1}
 
 
+def test_segments_of_one_minute_from_a_restart_add_up_in_the_window(db: Database) -> None:
+    before = [*lines(DAY0, entrance=(3, 1)), zone(DAY0, frames=200, mean=1.0, peak=2, exits=1)]
+    after = [*lines(DAY0, entrance=(2, 0)), zone(DAY0, frames=400, mean=4.0, peak=6, exits=2)]
+    write_minutes(db, DEVICE, "cam0", before, segment="live:1:aa")
+    write_minutes(db, DEVICE, "cam0", after, segment="live:2:bb")  # the agent restarted within the minute
+    assert close(db, DAY0 + W + GRACE) == 1
+    [report] = messages(db, "traffic.v1")
+    assert (report["minutes_seen"], report["frames_seen"]) == (1, 600)
+    assert report["lines"]["entrance"] == {"in": 5, "out": 1}
+    queue = report["zones"]["queue"]
+    assert queue["mean_occupancy"] == pytest.approx((200 * 1.0 + 400 * 4.0) / 600)
+    assert (queue["peak_occupancy"], queue["visits"]) == (6, 3)
+
+
 def test_closing_again_queues_nothing_and_leaves_the_outbox_as_it_was(db: Database) -> None:
     for minute in (DAY0, DAY0 + 60, DAY0 + W, DAY0 + 3 * W):
         seen(db, minute, entrance=(1, 0))

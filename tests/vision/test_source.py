@@ -21,6 +21,7 @@ from agent.vision.backoff import Backoff
 from agent.vision.capture import FrameSource
 from agent.vision.source import (
     Frame,
+    FrameClock,
     SourceError,
     SourceSpec,
     open_capture,
@@ -181,9 +182,9 @@ def test_label_hides_the_stream_password_but_keeps_user_and_host() -> None:
 
 def test_frame_refuses_an_image_that_is_not_bgr_uint8() -> None:
     with pytest.raises(ValueError, match="BGR"):
-        Frame(0, 0.0, np.zeros((4, 4), np.uint8))
+        Frame(0, 0.0, np.zeros((4, 4), np.uint8), 0.0)
     with pytest.raises(ValueError, match="BGR"):
-        Frame(0, 0.0, np.zeros((4, 4, 3), np.float32))
+        Frame(0, 0.0, np.zeros((4, 4, 3), np.float32), 0.0)
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -565,3 +566,49 @@ def test_unexpected_capture_error_ends_the_source_and_is_kept() -> None:
     source.start()
     assert _drain(source, timeout=2.0) == []
     assert isinstance(source.error, RuntimeError)
+
+
+# --- frame times -----------------------------------------------------------------------------
+
+
+class SteppedClock:
+    """A wall clock set back an hour after ``step_after`` readings; a steady monotonic clock."""
+
+    def __init__(self, step_after: int) -> None:
+        self.readings = 0
+        self.step_after = step_after
+
+    def wall(self) -> float:
+        self.readings += 1
+        return 1_700_000_000.0 + self.readings * 0.1 - (3600.0 if self.readings > self.step_after else 0.0)
+
+    def mono(self) -> float:
+        return 50.0 + self.readings * 0.1
+
+
+def test_live_frames_carry_wall_and_monotonic_time_and_only_wall_time_steps() -> None:
+    clock = SteppedClock(step_after=3)
+    open_fake, _ = _opener(lambda: FakeCapture([_image(i) for i in range(6)]))
+    with FrameSource(
+        parse_source(0), queue_size=10, opener=open_fake, clock=FrameClock(clock.wall, clock.mono)
+    ) as source:
+        frames = [source.get(timeout=2.0) for _ in range(6)]
+    assert all(f is not None for f in frames)
+    walls = [f.t for f in frames if f is not None]
+    monos = [f.mono for f in frames if f is not None]
+    assert walls[3] < walls[2] - 3000  # the clock was set back between frames 2 and 3
+    assert monos == sorted(monos) and len(set(monos)) == 6
+
+
+def test_file_frames_take_monotonic_time_from_the_stream_position() -> None:
+    open_fake, _ = _opener(lambda: FakeCapture([_image(i) for i in range(4)], fps=10.0))
+    source = FrameSource(parse_source("clip.avi"), realtime=False, queue_size=10, opener=open_fake, file_start_t=5000.0)
+    with source:
+        frames = list(source)
+    assert [f.mono for f in frames] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert [f.t for f in frames] == pytest.approx([5000.0, 5000.1, 5000.2, 5000.3])
+
+
+def test_a_frame_refuses_times_that_are_not_finite() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        Frame(0, float("nan"), _image(1), 0.0)
