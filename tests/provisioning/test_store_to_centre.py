@@ -196,6 +196,10 @@ def bridged(tmp_path: Path) -> Iterator[tuple[Path, Broker, Broker]]:
         "device", "enroll", "--tenant", TENANT, "--store", STORE, "--device", "kiosk-1", "--ca", str(store_ca),
         "--broker", f"127.0.0.1:{store_port}", "--out", str(tmp_path / "bundles"),
     )  # fmt: skip
+    # The platform's command account (certificate CN platform-ops), added by hand to the central ACL.
+    _ok("pki", "platform", "--ca", str(central_ca), "--name", "ops", "--out", str(tmp_path / "ops"))
+    with (tmp_path / "bridge.central.acl").open("a") as acl:
+        acl.write(f"\nuser platform-ops\ntopic readwrite retail/v1/{TENANT}/#\n")
     central = Broker(tmp_path / "central", anonymous=False, port=central_port)
     central.start(
         f"cafile {central_ca / 'ca.crt'}\ncertfile {central_ca / 'server' / 'server.crt'}\n"
@@ -249,3 +253,25 @@ def test_a_store_bridge_cannot_write_under_another_stores_prefix_at_the_centre(
     posing.publish(f"{PREFIX}/kiosk-1/traffic", b"own", qos=1)
     got = consumer.wait_for(lambda ms: any(m.payload == b"own" for m in ms), timeout=10)
     assert [m.payload for m in got] == [b"own"]
+
+
+def test_a_command_from_the_centre_reaches_the_device_once_and_is_not_echoed_back(
+    bridged: tuple[Path, Broker, Broker], clients: Callable[..., Subscriber]
+) -> None:
+    root, central, store_broker = bridged
+    consumer = _central_consumer(root, central, clients)
+    device = clients(store_broker, "kiosk-1", _bundle_tls(root / "bundles" / "kiosk-1")).connect()
+    _published_until(device, consumer, f"{PREFIX}/kiosk-1/health", b"bridge is up")
+    device.subscribe(f"{PREFIX}/kiosk-1/cmd/#")
+    ops_tls = ClientTls(
+        root / "central-ca" / "ca.crt", root / "ops" / "platform-ops.crt", root / "ops" / "platform-ops.key"
+    )
+    ops = clients(central, "ops-1", ops_tls).connect()
+    command = f"{PREFIX}/kiosk-1/cmd/ping"
+    ops.publish(command, b"signed ping", qos=1)
+    assert device.wait_for(lambda ms: any(m.topic == command for m in ms), timeout=10)
+    # Anything the store sent back out would reach the centre after the next store message.
+    device.publish(f"{PREFIX}/kiosk-1/health", b"after the command", qos=1)
+    got = consumer.wait_for(lambda ms: any(m.payload == b"after the command" for m in ms), timeout=10)
+    assert [m.payload for m in got if m.topic == command] == [b"signed ping"]
+    assert len(device.on_topic(command)) == 1
