@@ -195,6 +195,22 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from agent.vision.view import make_view
+
+    config = load_config(Path(args.config))
+    result = make_view(
+        config,
+        Path(args.out),
+        actor=_actor(args.actor),
+        model=args.model,
+        skip=args.skip,
+        database=Path(args.db) if args.db else None,
+    )
+    print(result.describe())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retail-agent", description="The in-store agent for retail devices.")
     parser.add_argument("--version", action="version", version=f"retail-agent {__version__}")
@@ -271,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "view",
+        help="one camera frame with the configured lines, in/out arrows, zones and detected people, as a PNG",
+        description="For checking a mounting. The image stays on this device (mode 0600); writing it is audited.",
+    )
+    p.add_argument("--config", default="/etc/retail-agent/agent.toml", help="TOML config (default: the installed one)")
+    p.add_argument("--out", required=True, metavar="PNG", help="image file to write")
+    p.add_argument("--skip", type=int, default=0, metavar="N", help="for a video file: show frame N (default 0)")
+    p.add_argument("--model", help="model name from models/manifest.toml, or an ONNX file")
+    p.add_argument("--db", help="database for the audit record (default: the config's state directory)")
+    p.add_argument("--actor", default="cli", help="who looks, as ROLE or ROLE:ID (for the audit log)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("check-config", help="validate a config file and report every bad key")
     p.add_argument("file")

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from provisioning.bridge import BridgePlan, bridge_text, central_acl_text, parse_central
 from provisioning.broker import BROKER_USER, DEFAULT_BIND_ADDRESS, BrokerPlan, write_broker_config
 from provisioning.coupons import (
     MAX_COUNT,
@@ -22,7 +23,9 @@ from provisioning.coupons import (
     load_private_key,
     parse_time,
 )
-from provisioning.pki import DevCa, PkiError
+from provisioning.enrol import Device, ExternalIdentity, enroll
+from provisioning.install import InstallError, InstallOptions, install
+from provisioning.pki import CERT_MODE, DevCa, PkiError, write_atomic
 
 logger = logging.getLogger("provisioning.cli")
 
@@ -99,6 +102,70 @@ def cmd_pki_platform(args: argparse.Namespace) -> int:
     (out / "ca.crt").write_bytes(ca.cert_file.read_bytes())
     print(f"platform consumer {issued.name}: {issued.cert_file}, key {issued.key_file}, CA {out / 'ca.crt'}")
     print(f"give it read access with: retail-provision broker config ... --consumer {args.name}")
+    return EXIT_OK
+
+
+def cmd_pki_bridge(args: argparse.Namespace) -> int:
+    """A store bridge's certificate (CN ``bridge-TENANT-STORE``) for the central broker."""
+    issued = DevCa.load(Path(args.ca)).issue_bridge(Path(args.out), args.tenant, args.store)
+    print(f"store bridge {issued.name}: {issued.cert_file}, key {issued.key_file}")
+    return EXIT_OK
+
+
+def cmd_device_enroll(args: argparse.Namespace) -> int:
+    external = None
+    if args.cert or args.key:
+        if not (args.cert and args.key and args.ca_cert) or args.ca:
+            raise ValueError("an existing certificate needs --cert, --key and --ca-cert (and no --ca)")
+        external = ExternalIdentity(Path(args.ca_cert), Path(args.cert), Path(args.key))
+    elif not args.ca:
+        raise ValueError("give --ca DIR (development CA), or --cert, --key and --ca-cert (your own PKI)")
+    host, port = parse_central(args.broker) if ":" in args.broker else (args.broker, args.port)
+    bundle = enroll(
+        Path(args.out),
+        Device(args.tenant, args.store, args.device, host, port),
+        ca=DevCa.load(Path(args.ca)) if args.ca else None,
+        external=external,
+        fleet_key=Path(args.fleet_key) if args.fleet_key else None,
+        issuer_keys=[Path(p) for p in args.issuer_keys],
+    )
+    print(f"enrolment bundle for {args.device}: {bundle.folder}/ and {bundle.tar} ({', '.join(bundle.files)})")
+    print(f"on the device: retail-provision install {bundle.tar.name} --wheel retail_edge_agent-*.whl")
+    return EXIT_OK
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    options = InstallOptions(
+        root=Path(args.root) if args.root else None,
+        wheel=Path(args.wheel) if args.wheel else None,
+        venv=not args.no_venv,
+        replace_config=args.replace_config,
+        console=args.console,
+    )
+    print(install(Path(args.bundle), options).describe())
+    return EXIT_OK
+
+
+def cmd_broker_bridge(args: argparse.Namespace) -> int:
+    host, port = parse_central(args.central)
+    plan = BridgePlan(
+        args.tenant,
+        args.store,
+        host,
+        port,
+        Path(args.ca).resolve(),
+        Path(args.cert).resolve(),
+        Path(args.key).resolve(),
+    )
+    for path in (plan.ca_file, plan.cert_file, plan.key_file):
+        if not path.is_file():
+            raise ValueError(f"{path}: file not found")
+    out = Path(args.out)
+    write_atomic(out, bridge_text(plan).encode(), CERT_MODE)
+    acl_out = Path(args.central_acl) if args.central_acl else out.with_name(f"{out.stem}.central.acl")
+    write_atomic(acl_out, central_acl_text(args.tenant, [args.store], args.consumer).encode(), CERT_MODE)
+    print(f"bridge section for the store broker: {out} (include it in its mosquitto.conf)")
+    print(f"ACL lines for the central broker: {acl_out} (one store's bridge identity {plan.identity})")
     return EXIT_OK
 
 
@@ -198,6 +265,56 @@ def build_parser() -> argparse.ArgumentParser:
     platform.add_argument("--out", required=True, metavar="DIR")
     platform.set_defaults(func=cmd_pki_platform)
 
+    bridge_cert = pki_commands.add_parser(
+        "bridge", help="a store bridge's certificate (CN bridge-TENANT-STORE) for the central broker"
+    )
+    bridge_cert.add_argument("--ca", required=True, metavar="DIR", help="the central CA folder")
+    bridge_cert.add_argument("--tenant", required=True)
+    bridge_cert.add_argument("--store", required=True)
+    bridge_cert.add_argument("--out", required=True, metavar="DIR")
+    bridge_cert.set_defaults(func=cmd_pki_bridge)
+
+    device_area = areas.add_parser("device", help="enrolment bundles for devices")
+    device_commands = device_area.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    enrol = device_commands.add_parser(
+        "enroll",
+        help="one device's bundle: key, certificate, CA, public keys and agent.toml (a folder and a .tar)",
+        description="Write OUT/DEVICE/ and OUT/DEVICE.tar, every file mode 0600. With your own PKI, "
+        "give the device's --cert, --key and --ca-cert instead of --ca.",
+    )
+    enrol.add_argument("--tenant", required=True)
+    enrol.add_argument("--store", required=True)
+    enrol.add_argument("--device", required=True, help="device id: certificate CN and MQTT identity")
+    enrol.add_argument("--ca", metavar="DIR", help="development CA folder from pki init (issues the certificate)")
+    enrol.add_argument("--cert", metavar="FILE", help="the device's certificate from your own PKI (CN = device id)")
+    enrol.add_argument("--key", metavar="FILE", help="its private key (PEM, unencrypted)")
+    enrol.add_argument("--ca-cert", metavar="FILE", help="the CA certificate of your own PKI")
+    enrol.add_argument("--broker", default="broker", metavar="HOST[:PORT]", help="the store broker (default broker)")
+    enrol.add_argument("--port", type=int, default=8883, help="broker port when --broker names none (8883)")
+    enrol.add_argument("--fleet-key", metavar="PUB", help="the fleet's Ed25519 public key (PEM or base64)")
+    enrol.add_argument(
+        "--issuer-keys",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="coupon issuer keys: an issuer-N.toml from coupons keygen (repeat)",
+    )
+    enrol.add_argument("--out", required=True, metavar="DIR")
+    enrol.set_defaults(func=cmd_device_enroll)
+
+    inst = areas.add_parser(
+        "install",
+        help="install a device from its bundle: users, virtualenv, config, credentials, units, service",
+        description="Idempotent: a second run changes nothing. Never touches the state directory.",
+    )
+    inst.add_argument("bundle", metavar="BUNDLE", help="bundle folder or .tar from device enroll")
+    inst.add_argument("--root", metavar="DIR", help="install into DIR instead of this machine (commands are recorded)")
+    inst.add_argument("--wheel", metavar="WHEEL", help="the agent wheel to install into /opt/retail-agent")
+    inst.add_argument("--no-venv", action="store_true", help="with --root: record the virtualenv commands only")
+    inst.add_argument("--replace-config", action="store_true", help="replace an agent.toml that was edited")
+    inst.add_argument("--console", action="store_true", help="enable the staff console on tty1")
+    inst.set_defaults(func=cmd_install, command="")
+
     broker = areas.add_parser("broker", help="Mosquitto configuration for a store")
     broker_commands = broker.add_subparsers(dest="command", required=True, metavar="COMMAND")
     conf = broker_commands.add_parser("config", help="mosquitto.conf + ACL: each device writes only its prefix")
@@ -226,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--log-dest", default="syslog", help="Mosquitto log_dest (default syslog)")
     conf.add_argument("--out", required=True, metavar="DIR", help="broker folder, reachable by --user")
     conf.set_defaults(func=cmd_broker_config)
+    bridge = broker_commands.add_parser(
+        "bridge", help="the store broker's bridge to the central broker, and the centre's ACL for it"
+    )
+    bridge.add_argument("--tenant", required=True)
+    bridge.add_argument("--store", required=True)
+    bridge.add_argument("--central", required=True, metavar="HOST:PORT", help="the central broker's TLS listener")
+    bridge.add_argument("--ca", required=True, metavar="FILE", help="CA certificate of the central broker")
+    bridge.add_argument("--cert", required=True, metavar="FILE", help="the store bridge's certificate (pki bridge)")
+    bridge.add_argument("--key", required=True, metavar="FILE", help="its private key")
+    bridge.add_argument("--consumer", action="append", default=[], metavar="NAME", help="platform consumers")
+    bridge.add_argument("--out", required=True, metavar="FILE", help="the bridge section")
+    bridge.add_argument("--central-acl", metavar="FILE", help="central ACL lines (default: OUT.central.acl)")
+    bridge.set_defaults(func=cmd_broker_bridge)
     return parser
 
 
@@ -235,12 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
-    name = f"retail-provision {args.area} {args.command}"
+    name = f"retail-provision {args.area} {args.command}".rstrip()
     try:
         return int(args.func(args))
     except (CouponToolError, PkiError, ValueError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except InstallError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return EXIT_REFUSED
     except FileExistsError as error:
         print(f"{name}: {error}", file=sys.stderr)
         return EXIT_REFUSED

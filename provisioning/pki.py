@@ -42,6 +42,8 @@ KEY_MODE = 0o600
 CERT_MODE = 0o644
 PLATFORM_PREFIX = "platform-"
 """Certificate CNs of platform consumers start with this; no device id may."""
+BRIDGE_PREFIX = "bridge-"
+"""Certificate CNs of store bridges (``bridge-{tenant}-{store}``) start with this; no device id may."""
 _BACKDATE = dt.timedelta(minutes=5)
 """Certificates start slightly in the past so a device whose clock lags a little accepts them."""
 
@@ -236,12 +238,29 @@ class DevCa:
             raise PkiError(str(exc)) from exc
         if device_id.startswith(PLATFORM_PREFIX):
             raise PkiError(f"device id {device_id!r}: ids starting with {PLATFORM_PREFIX!r} are platform consumers")
+        if device_id.startswith(BRIDGE_PREFIX):
+            raise PkiError(f"device id {device_id!r}: ids starting with {BRIDGE_PREFIX!r} are store bridges")
         return self._issue(directory, device_id, device_id, days, ExtendedKeyUsageOID.CLIENT_AUTH)
 
     def issue_platform(self, directory: Path, name: str, days: int = CLIENT_DAYS) -> IssuedCert:
         """A platform consumer's certificate, CN = ``platform-{name}`` (files named after the CN)."""
         identity = platform_identity(name)
         return self._issue(directory, identity, identity, days, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    def issue_bridge(self, directory: Path, tenant: str, store: str, days: int = CLIENT_DAYS) -> IssuedCert:
+        """A store bridge's certificate, CN = ``bridge-{tenant}-{store}`` (files named after the CN)."""
+        identity = bridge_identity(tenant, store)
+        return self._issue(directory, identity, identity, days, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def bridge_identity(tenant: str, store: str) -> str:
+    """The MQTT identity (certificate CN, user name) of a store's bridge at the central broker."""
+    try:
+        check_segment(tenant, "tenant")
+        check_segment(store, "store")
+        return check_segment(f"{BRIDGE_PREFIX}{tenant}-{store}", "bridge identity")
+    except ValueError as exc:
+        raise PkiError(str(exc)) from exc
 
 
 def platform_identity(name: str) -> str:

@@ -23,7 +23,7 @@ from agent.vision.models import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_PACKAGES = ("agent", "provisioning")
-COPIED = ["pyproject.toml", "README.md", "agent", "provisioning", "models"]
+COPIED = ["pyproject.toml", "README.md", "agent", "provisioning", "models", "systemd"]
 
 
 def _declared_packages() -> set[str]:
@@ -40,7 +40,9 @@ def test_every_package_folder_is_declared_for_installs() -> None:
     }
     declared = _declared_packages()
     assert on_disk - declared == set(), "add these to [tool.setuptools] packages in pyproject.toml"
-    assert declared - on_disk == {"agent._models"}, "packages declared in pyproject.toml without a folder"
+    assert declared - on_disk == {"agent._models", "provisioning._units"}, (
+        "packages declared in pyproject.toml without a folder"
+    )
 
 
 def _build_wheel(out: Path) -> Path:
@@ -137,3 +139,13 @@ def test_the_installed_agent_counts_the_sample_with_the_default_model(
     assert report["model"] == {"name": default.name, "sha256": default.sha256}
     listed = _run(venv, env, agent_cli, "models", "list")
     assert default.name in listed
+
+
+@pytest.mark.integration
+def test_the_wheel_ships_the_unit_files_the_installer_puts_in_place(installed: tuple[Path, dict[str, str]]) -> None:
+    venv, env = installed
+    probe = "from provisioning.install import UNITS, units_dir; d = units_dir(); print(d); print(*UNITS)"
+    folder, units = _run(venv, env, str(venv / "bin" / "python"), "-c", probe).splitlines()
+    assert Path(folder).is_relative_to(venv)
+    for name in units.split():
+        assert (Path(folder) / name).read_bytes() == (REPO / "systemd" / name).read_bytes()
