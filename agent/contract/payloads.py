@@ -75,7 +75,10 @@ class LedgerRecord(Message):
     """One redemption for settlement (topic ``ledger``): which coupon, which campaign, which window.
 
     ``store`` is the coupon's store restriction (0 = any store); the redeeming store is the
-    store level of the topic. The exact redemption time stays on the device.
+    store level of the topic. The exact redemption time stays on the device: no field is finer
+    than the window. ``sent_at`` is the window's close (``window_start + 900``), which is also when
+    the device releases the record (agent.storage.outbox holds it until then); left out, it is
+    filled in, and any other value is refused.
     """
 
     schema_id: Literal["ledger.v1"] = Field(default="ledger.v1", alias="schema")
@@ -85,12 +88,27 @@ class LedgerRecord(Message):
     store: U16
     window_start: Annotated[int, Field(ge=0, lt=2**32)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stamped_at_the_close(cls, data: object) -> object:
+        if isinstance(data, dict) and "sent_at" not in data:
+            start = data.get("window_start")
+            if isinstance(start, int) and not isinstance(start, bool):
+                return {**data, "sent_at": float(start + WINDOW_S)}
+        return data
+
     @field_validator("window_start")
     @classmethod
     def _on_a_window_boundary(cls, value: int) -> int:
         if value % WINDOW_S:
             raise ValueError(f"must be a multiple of {WINDOW_S} s (the start of a 15-minute window)")
         return value
+
+    @model_validator(mode="after")
+    def _no_finer_than_the_window(self) -> LedgerRecord:
+        if self.sent_at != self.window_start + WINDOW_S:
+            raise ValueError("sent_at must be the close of the window (window_start + 900), never a finer time")
+        return self
 
 
 # Shared field types of the window aggregates, health and store messages.
@@ -296,7 +314,12 @@ class HealthReport(Message):
 
 
 class StoreRedeemed(Message):
-    """A serial redeemed on this device, shared with the other devices of the store (``_store/redeemed``)."""
+    """A serial redeemed on this device, shared with the other devices of the store (``_store/redeemed``).
+
+    It is sent at once (the other devices must refuse the coupon quickly), so this device writes
+    ``redeemed_at`` and ``sent_at`` floored to the minute. Reports are accepted at any precision,
+    so devices still sending exact times keep guarding the store.
+    """
 
     schema_id: Literal["store_redeemed.v1"] = Field(default="store_redeemed.v1", alias="schema")
     serial: Hex32

@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 HEALTH_QOS = 0
 DRAIN_SLICE_S = 0.5
 IDLE_S = 0.2
-PRUNE_INTERVAL_S = 3600.0
 
 
 class StartableTransport(Transport, Protocol):
@@ -163,9 +162,7 @@ class SyncService:
             birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
             transport = self._connect(birth)
             self.dispatcher.subscribe_all(transport)
-            sender = OutboxSender(
-                db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days, topics=self.topics
-            )
+            sender = OutboxSender(db, transport, self.config.sync.batch_size, topics=self.topics)
             self.sender = sender
             if running is not None:
                 running()
@@ -192,7 +189,7 @@ class SyncService:
 
     def _loop(self, db: Database, transport: Transport, sender: OutboxSender) -> None:
         stop = self.stop_event
-        next_health = next_prune = time.monotonic()
+        next_health = time.monotonic()
         cpu = CpuMeter()
         while not stop.is_set():
             tick = time.monotonic()
@@ -201,9 +198,6 @@ class SyncService:
             if tick >= next_health and transport.connected:
                 next_health = tick + self.config.sync.health_interval_s
                 ok &= self._guarded("health", self._queue_health, db, cpu, now)
-            if tick >= next_prune:
-                next_prune = tick + PRUNE_INTERVAL_S
-                ok &= self._guarded("prune", sender.prune, now)
             ok &= self._guarded("sender", sender.drain_once, DRAIN_SLICE_S)
             ok &= self.dispatcher.run_due(now)
             if not ok or sender.idle or not transport.connected:
