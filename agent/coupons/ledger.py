@@ -4,14 +4,14 @@ A redemption is one ``BEGIN IMMEDIATE`` transaction on a connection with ``synch
 insert the serial once (``INSERT ... ON CONFLICT DO NOTHING RETURNING``) unless another device of
 the store already reported it or it was erased after a redemption, queue the ``ledger`` settlement
 record and the store report (kind ``store_redeemed``, shared with the store's other devices), write
-the audit row, commit.
+the audit row, commit. Only after the commit has returned is the coupon reported as redeemed, so a
+crash or a power cut can lose an unreported redemption but never report one that is not on disk,
+and the messages exist exactly when the redemption does.
 
 What leaves the device is coarser than what the ledger keeps: the settlement record carries the
 15-minute window, is stamped with the window's close (``sent_at``) and is held in the outbox until
 then, so it leaves with the window's other records in random order; the store report must leave at
-once (the store's other devices refuse the coupon from it) and carries the minute only. Only after the commit has returned is the coupon reported as redeemed, so a
-crash or a power cut can lose an unreported redemption but never report one that is not on disk,
-and the messages exist exactly when the redemption does.
+once (the store's other devices refuse the coupon from it) and carries the minute only.
 
 Erasure removes what relates a coupon to a person's visit (the redemption row, conflicts, the
 store's report of it, delivered messages) but keeps a keyed hash of the serial (a tombstone: the
