@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -298,8 +298,15 @@ class CouponReport(Message):
 class HealthReport(Message):
     """Device health (topic ``health``, QoS 0): rates, resources, outbox and error counts.
 
-    ``dropped_frames`` and ``errors`` count since the agent started; ``oldest_pending_s`` is the
-    age of the oldest undelivered outbox message (None when the outbox is empty).
+    ``fps`` is the processing rate over the last minute. ``dropped_frames``, ``errors`` and
+    ``restarts`` count since the agent started; ``oldest_pending_s`` is the age of the oldest
+    undelivered outbox message (None when the outbox is empty).
+
+    Optional fields added within health.v1 (absent or null from agents that predate them):
+    ``restarts`` (component name -> restarts), ``store_conflicts`` (double uses of a coupon recorded
+    on this device), ``privacy_budget_left`` (epsilon of today's UTC store-day not yet spent),
+    ``outbox_limit`` (``sync.outbox_max_rows``; the agent raises an alarm from 80% of it) and
+    ``outbox_dropped`` (undelivered messages dropped past that limit, ever).
     """
 
     schema_id: Literal["health.v1"] = Field(default="health.v1", alias="schema")
@@ -311,6 +318,24 @@ class HealthReport(Message):
     outbox_depth: Count
     oldest_pending_s: Seconds | None
     errors: Annotated[dict[ErrorKindKey, Count], Field(max_length=len(ErrorKind))]
+    restarts: Annotated[dict[Name, Count], Field(max_length=MAX_CELLS)] | None = None
+    store_conflicts: Count | None = None
+    privacy_budget_left: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] | None = None
+    outbox_limit: Count | None = None
+    outbox_dropped: Count | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "restarts",
+        "store_conflicts",
+        "privacy_budget_left",
+        "outbox_limit",
+        "outbox_dropped",
+    )
+    """Fields added within health.v1: left out of the wire form when not known."""
+
+    def to_json(self) -> str:
+        unknown = {name for name in self.OPTIONAL if getattr(self, name) is None}
+        return self.model_dump_json(by_alias=True, exclude=unknown)
 
 
 class StoreRedeemed(Message):

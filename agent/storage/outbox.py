@@ -249,24 +249,3 @@ def pending_by_kind(db: Database) -> dict[MessageKind, int]:
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def summary(db: Database, now: float | None = None) -> dict[str, Any]:
-    """``retail-agent outbox --json``: depth, oldest age, newest error and the pending count by kind."""
-    state = depth(db, now)
-    return {
-        "pending": state.pending,
-        "oldest_pending_age_s": None if state.oldest_pending_age_s is None else round(state.oldest_pending_age_s, 1),
-        "last_error": state.last_error,
-        "by_kind": {kind.value: count for kind, count in pending_by_kind(db).items()},
-    }
-
-
-def describe_summary(report: dict[str, Any]) -> str:
-    age = report["oldest_pending_age_s"]
-    lines = [
-        f"outbox: {report['pending']} message(s) waiting, oldest {'-' if age is None else f'{age:.0f} s'}, "
-        f"last error: {report['last_error'] or 'none'}"
-    ]
-    lines += [f"  {count:>7}  {kind}" for kind, count in report["by_kind"].items()]
-    return "\n".join(lines)

@@ -151,8 +151,12 @@ class SyncService:
 
     @property
     def errors(self) -> dict[str, int]:
-        """Sync's own error counts by kind (storage, sync)."""
-        return dict(self._errors)
+        """Sync's own error counts by kind: storage, sync, and transport (failed or lost connections)."""
+        errors = dict(self._errors)
+        failures = getattr(self.transport, "connection_failures", 0)
+        if isinstance(failures, int) and failures:
+            errors["transport"] = errors.get("transport", 0) + failures
+        return errors
 
     def run(self, running: Callable[[], None] | None = None) -> None:
         """The thread body: connect, then send and report until ``stop`` is set."""
@@ -206,10 +210,21 @@ class SyncService:
     def _queue_health(self, db: Database, cpu: CpuMeter, now: float) -> None:
         counters = self._counters()
         errors = dict(counters.errors)
-        for kind, count in self._errors.items():
+        for kind, count in self.errors.items():
             errors[kind] = errors.get(kind, 0) + count
-        merged = PipelineCounters(fps=counters.fps, dropped_frames=counters.dropped_frames, errors=errors)
-        report = collect_health(db, self.topics.device, self.config.device.state_dir, merged, cpu, now=now)
+        merged = PipelineCounters(
+            fps=counters.fps, dropped_frames=counters.dropped_frames, errors=errors, restarts=counters.restarts
+        )
+        report = collect_health(
+            db,
+            self.topics.device,
+            self.config.device.state_dir,
+            merged,
+            cpu,
+            now=now,
+            epsilon_per_day=self.config.sync.epsilon_per_day,
+            outbox_max_rows=self.config.sync.outbox_max_rows,
+        )
         with transaction(db):
             enqueue(db, MessageKind.HEALTH, report, qos=HEALTH_QOS, now=now)
 
