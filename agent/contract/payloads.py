@@ -6,7 +6,9 @@ Every payload carries the common fields of design §5:
 - ``msg_id``: 32 lowercase hex digits (a uuid4), unique, for de-duplication downstream;
 - ``device``: the device id (the same as the topic's device level);
 - ``sent_at``: when the device wrote the message, as unix seconds (UTC, a float). A message
-  queued while offline keeps the time it was written, not the time the broker received it.
+  queued while offline keeps the time it was written, not the time the broker received it. Two
+  kinds are coarser on purpose: a settlement record carries the close of its 15-minute window
+  (when it is released), a store report the minute of the redemption.
 
 Fields are numbers or fixed patterns only: no free text can carry personal data off the device,
 and no string anywhere (dictionary keys included) is longer than MAX_STRING characters. ``SCHEMAS``
