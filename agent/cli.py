@@ -182,16 +182,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from agent.storage.database import open_database
-    from agent.storage.outbox import describe_summary, summary
+    from agent.runtime.outbox_report import describe_outbox_report, read_outbox_report
 
     config = _load(args.config)
-    db = open_database(Path(args.db) if args.db else config.database_path)
-    try:
-        report = summary(db)
-    finally:
-        db.close()
-    print(json.dumps(report) if args.json else describe_summary(report))
+    path = Path(args.db) if args.db else config.database_path
+    report = read_outbox_report(path, config.sync.outbox_max_rows, config.runtime.status_interval_s)
+    print(json.dumps(report) if args.json else describe_outbox_report(report))
     return EXIT_OK
 
 
@@ -276,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.set_defaults(func=cmd_erase)
 
-    p = sub.add_parser("outbox", help="what waits to be sent: depth by message kind, oldest age, last error")
+    p = sub.add_parser(
+        "outbox", help="what waits to be sent: depth by kind, oldest age, last error, the agent's broker connection"
+    )
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--db", help="database file (default: the config's state directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -173,8 +173,17 @@ class CountingConfig(_Section):
 
 class StorageConfig(_Section):
     database: FilePath = Path("agent.db")
-    events_days: int = Field(default=7, ge=1, le=366)
-    buckets_days: int = Field(default=56, ge=1, le=3660)
+    events_days: int = Field(default=7, ge=1, le=366, description="raw line and zone events are deleted after this")
+    buckets_days: int = Field(default=56, ge=1, le=3660, description="minute buckets are deleted after this")
+    redemptions_days: int = Field(
+        default=400,
+        ge=1,
+        le=3660,
+        description="coupon redemptions, other devices' reports, conflicts and erasure tombstones are deleted"
+        " after this many days, a redemption or tombstone only once its coupon has expired and never while"
+        " its settlement record is undelivered; must exceed the longest validity of the coupons issued",
+    )
+    audit_days: int = Field(default=400, ge=1, le=3660, description="audit rows are deleted after this many days")
     flush_s: float = Field(default=10.0, gt=0, le=3600)
 
 
@@ -268,7 +277,16 @@ class SyncConfig(_Section):
     """Aggregate counts below this are shown as "<N" (see ``agent.contract.display.display_count``)."""
     health_interval_s: float = Field(default=60.0, ge=5, le=3600)
     batch_size: int = Field(default=100, ge=1, le=10_000)
-    outbox_retention_days: int = Field(default=7, ge=1, le=366)
+    outbox_retention_days: int = Field(
+        default=7, ge=1, le=366, description="delivered outbox rows are deleted after this many days"
+    )
+    outbox_max_rows: int = Field(
+        default=100_000,
+        ge=100,
+        le=10_000_000,
+        description="undelivered outbox rows: an error from 80% of this; past it the oldest health reports,"
+        " then traffic and coupon aggregates are dropped (never settlement records)",
+    )
     coupon_offers: Annotated[list[tuple[int, int]], BeforeValidator(_pairs)] = Field(default_factory=list)
     """(campaign, offer) cells reported in every coupon window, decided in advance."""
 

@@ -68,7 +68,12 @@ def test_issue_scan_redeem_and_refuse_the_second_time(issued: tuple[Path, Path])
     assert waiting.returncode == 0, waiting.stderr
     depth = json.loads(waiting.stdout)
     assert depth["by_kind"] == {"ledger": 1, "store_redeemed": 1}
+    assert depth["held"] == 1  # the settlement record waits for the close of its window
     assert depth["last_error"] is None
+    assert depth["agent"]["running"] is False  # no agent has run: nothing is sending
+
+    said = agent("outbox", "--config", str(config))
+    assert "NOT RUNNING: the agent has never run with this database; nothing is being sent" in said.stdout
 
 
 @pytest.mark.integration

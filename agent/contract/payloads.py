@@ -6,7 +6,9 @@ Every payload carries the common fields of design §5:
 - ``msg_id``: 32 lowercase hex digits (a uuid4), unique, for de-duplication downstream;
 - ``device``: the device id (the same as the topic's device level);
 - ``sent_at``: when the device wrote the message, as unix seconds (UTC, a float). A message
-  queued while offline keeps the time it was written, not the time the broker received it.
+  queued while offline keeps the time it was written, not the time the broker received it. Two
+  kinds are coarser on purpose: a settlement record carries the close of its 15-minute window
+  (when it is released), a store report the minute of the redemption.
 
 Fields are numbers or fixed patterns only: no free text can carry personal data off the device,
 and no string anywhere (dictionary keys included) is longer than MAX_STRING characters. ``SCHEMAS``
@@ -20,7 +22,7 @@ import logging
 import time
 import uuid
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -75,7 +77,10 @@ class LedgerRecord(Message):
     """One redemption for settlement (topic ``ledger``): which coupon, which campaign, which window.
 
     ``store`` is the coupon's store restriction (0 = any store); the redeeming store is the
-    store level of the topic. The exact redemption time stays on the device.
+    store level of the topic. The exact redemption time stays on the device: no field is finer
+    than the window. ``sent_at`` is the window's close (``window_start + 900``), which is also when
+    the device releases the record (agent.storage.outbox holds it until then); left out, it is
+    filled in, and any other value is refused.
     """
 
     schema_id: Literal["ledger.v1"] = Field(default="ledger.v1", alias="schema")
@@ -85,12 +90,27 @@ class LedgerRecord(Message):
     store: U16
     window_start: Annotated[int, Field(ge=0, lt=2**32)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stamped_at_the_close(cls, data: object) -> object:
+        if isinstance(data, dict) and "sent_at" not in data:
+            start = data.get("window_start")
+            if isinstance(start, int) and not isinstance(start, bool):
+                return {**data, "sent_at": float(start + WINDOW_S)}
+        return data
+
     @field_validator("window_start")
     @classmethod
     def _on_a_window_boundary(cls, value: int) -> int:
         if value % WINDOW_S:
             raise ValueError(f"must be a multiple of {WINDOW_S} s (the start of a 15-minute window)")
         return value
+
+    @model_validator(mode="after")
+    def _no_finer_than_the_window(self) -> LedgerRecord:
+        if self.sent_at != self.window_start + WINDOW_S:
+            raise ValueError("sent_at must be the close of the window (window_start + 900), never a finer time")
+        return self
 
 
 # Shared field types of the window aggregates, health and store messages.
@@ -280,8 +300,15 @@ class CouponReport(Message):
 class HealthReport(Message):
     """Device health (topic ``health``, QoS 0): rates, resources, outbox and error counts.
 
-    ``dropped_frames`` and ``errors`` count since the agent started; ``oldest_pending_s`` is the
-    age of the oldest undelivered outbox message (None when the outbox is empty).
+    ``fps`` is the processing rate over the last minute. ``dropped_frames``, ``errors`` and
+    ``restarts`` count since the agent started; ``oldest_pending_s`` is the age of the oldest
+    undelivered outbox message (None when the outbox is empty).
+
+    Optional fields added within health.v1 (absent or null from agents that predate them):
+    ``restarts`` (component name -> restarts), ``store_conflicts`` (double uses of a coupon recorded
+    on this device), ``privacy_budget_left`` (epsilon of today's UTC store-day not yet spent),
+    ``outbox_limit`` (``sync.outbox_max_rows``; the agent raises an alarm from 80% of it) and
+    ``outbox_dropped`` (undelivered messages dropped past that limit, ever).
     """
 
     schema_id: Literal["health.v1"] = Field(default="health.v1", alias="schema")
@@ -293,10 +320,33 @@ class HealthReport(Message):
     outbox_depth: Count
     oldest_pending_s: Seconds | None
     errors: Annotated[dict[ErrorKindKey, Count], Field(max_length=len(ErrorKind))]
+    restarts: Annotated[dict[Name, Count], Field(max_length=MAX_CELLS)] | None = None
+    store_conflicts: Count | None = None
+    privacy_budget_left: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] | None = None
+    outbox_limit: Count | None = None
+    outbox_dropped: Count | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "restarts",
+        "store_conflicts",
+        "privacy_budget_left",
+        "outbox_limit",
+        "outbox_dropped",
+    )
+    """Fields added within health.v1: left out of the wire form when not known."""
+
+    def to_json(self) -> str:
+        unknown = {name for name in self.OPTIONAL if getattr(self, name) is None}
+        return self.model_dump_json(by_alias=True, exclude=unknown)
 
 
 class StoreRedeemed(Message):
-    """A serial redeemed on this device, shared with the other devices of the store (``_store/redeemed``)."""
+    """A serial redeemed on this device, shared with the other devices of the store (``_store/redeemed``).
+
+    It is sent at once (the other devices must refuse the coupon quickly), so this device writes
+    ``redeemed_at`` and ``sent_at`` floored to the minute. Reports are accepted at any precision,
+    so devices still sending exact times keep guarding the store.
+    """
 
     schema_id: Literal["store_redeemed.v1"] = Field(default="store_redeemed.v1", alias="schema")
     serial: Hex32

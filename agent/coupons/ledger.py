@@ -8,6 +8,11 @@ the audit row, commit. Only after the commit has returned is the coupon reported
 crash or a power cut can lose an unreported redemption but never report one that is not on disk,
 and the messages exist exactly when the redemption does.
 
+What leaves the device is coarser than what the ledger keeps: the settlement record carries the
+15-minute window, is stamped with the window's close (``sent_at``) and is held in the outbox until
+then, so it leaves with the window's other records in random order; the store report must leave at
+once (the store's other devices refuse the coupon from it) and carries the minute only.
+
 Erasure removes what relates a coupon to a person's visit (the redemption row, conflicts, the
 store's report of it, delivered messages) but keeps a keyed hash of the serial (a tombstone: the
 coupon stays refused as already redeemed) and never an undelivered settlement record (the store's
@@ -32,7 +37,7 @@ from sqlite_utils import Database
 
 from agent.contract.kinds import MessageKind
 from agent.contract.payloads import DEVICE_PATTERN, LedgerRecord, StoreRedeemed
-from agent.contract.windows import window_start
+from agent.contract.windows import WINDOW_S, floor_to, window_start
 from agent.coupons.token import Coupon, Verification, VerifyResult
 from agent.storage import audit
 from agent.storage.audit import Actor, Outcome, Role
@@ -53,10 +58,12 @@ STORE_REDEEMED_QOS = 1
 _SERIAL = re.compile(r"^[0-9a-f]{32}$")
 _DEVICE = re.compile(DEVICE_PATTERN)
 
+MINUTE_S = 60
+
 _INSERT_ONCE = """
 INSERT INTO redemptions
-    (serial, campaign, offer, store, key_id, device, redeemed_at, source, window_start)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
+    (serial, campaign, offer, store, key_id, device, redeemed_at, source, window_start, expires)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 WHERE NOT EXISTS (SELECT 1 FROM store_redeemed WHERE serial = ?)
   AND NOT EXISTS (SELECT 1 FROM erased_coupons WHERE tag = ?)
 ON CONFLICT (serial) DO NOTHING
@@ -211,6 +218,7 @@ class Ledger:
             raise LedgerError("a valid verification must carry its coupon")
         serial = coupon.serial_hex
         window = window_start(at)
+        window_end = window + WINDOW_S
         store = self._settlement_store(coupon)
         record = LedgerRecord(
             device=self.device,
@@ -219,14 +227,26 @@ class Ledger:
             offer=coupon.offer,
             store=store,
             window_start=window,
-            sent_at=at,
+            sent_at=float(window_end),
         )
-        report = StoreRedeemed(device=self.device, serial=serial, redeemed_at=at, sent_at=at)
-        values = [serial, coupon.campaign, coupon.offer, store, coupon.key_id, self.device, at, source, window]
+        minute = float(floor_to(at, MINUTE_S))
+        report = StoreRedeemed(device=self.device, serial=serial, redeemed_at=minute, sent_at=minute)
+        values = [
+            serial,
+            coupon.campaign,
+            coupon.offer,
+            store,
+            coupon.key_id,
+            self.device,
+            at,
+            source,
+            window,
+            coupon.expires,
+        ]
         with transaction(self._db):
             inserted = self._db.execute(_INSERT_ONCE, [*values, serial, self.tag(serial)]).fetchall()
             if inserted:
-                enqueue(self._db, MessageKind.LEDGER, record, qos=1, now=at)
+                enqueue(self._db, MessageKind.LEDGER, record, qos=1, now=at, not_before=window_end)
                 enqueue(self._db, MessageKind.STORE_REDEEMED, report, qos=STORE_REDEEMED_QOS, now=at)
             result = VerifyResult.VALID if inserted else VerifyResult.ALREADY_REDEEMED
             self._audit_redeem(who, coupon, result, source, at)
@@ -333,7 +353,9 @@ class Ledger:
             ).fetchone()[0]
             if used:
                 self._db.execute(
-                    "INSERT INTO erased_coupons (tag, erased_at) VALUES (?, ?) ON CONFLICT (tag) DO NOTHING", [tag, t]
+                    "INSERT INTO erased_coupons (tag, erased_at, expires)"
+                    " VALUES (?, ?, (SELECT expires FROM redemptions WHERE serial = ?)) ON CONFLICT (tag) DO NOTHING",
+                    [tag, t, serial],
                 )
             for name, sql in _ERASE:
                 removed[name] = self._db.execute(sql, [serial]).rowcount

@@ -16,7 +16,9 @@ from sqlite_utils import Database
 from agent.config import AgentConfig
 from agent.contract.topics import Topics
 from agent.storage.database import StorageError, open_database
-from agent.storage.retention import apply_retention
+from agent.storage.outbox_bound import enforce_outbox_bound
+from agent.storage.retention import DAY_S, RetentionPolicy, apply_retention
+from agent.sync.aggregates import LOOKBACK_S
 from agent.sync.service import run_aggregation_once
 
 logger = logging.getLogger(__name__)
@@ -73,12 +75,33 @@ def aggregation(config: AgentConfig, interval_s: float = AGGREGATION_INTERVAL_S)
     return PeriodicComponent("aggregation", config, interval_s, close)
 
 
-def retention(config: AgentConfig, interval_s: float = RETENTION_INTERVAL_S) -> PeriodicComponent:
-    """Deletes what is older than the configured retention, from start-up on."""
+AGGREGATES_KEEP_DAYS = LOOKBACK_S // DAY_S + 2
+"""Released cells and budget days are kept past the aggregation lookback, with two days' margin."""
+
+
+def retention_policy(config: AgentConfig) -> RetentionPolicy:
+    """The retention limits of ``config`` (storage and sync sections)."""
     storage = config.storage
+    return RetentionPolicy(
+        events_days=storage.events_days,
+        buckets_days=storage.buckets_days,
+        redemptions_days=storage.redemptions_days,
+        audit_days=storage.audit_days,
+        outbox_delivered_days=config.sync.outbox_retention_days,
+        aggregates_keep_days=AGGREGATES_KEEP_DAYS,
+    )
+
+
+def retention(config: AgentConfig, interval_s: float = RETENTION_INTERVAL_S) -> PeriodicComponent:
+    """Deletes what is older than the configured retention and bounds the outbox, from start-up on.
+
+    It runs with or without a broker, so delivered messages are pruned here and nowhere else.
+    """
+    policy = retention_policy(config)
+    max_rows = config.sync.outbox_max_rows
 
     def prune(db: Database, now: float) -> None:
-        result = apply_retention(db, now, storage.events_days, storage.buckets_days)
-        logger.info("retention: %s", result)
+        apply_retention(db, now, policy)
+        enforce_outbox_bound(db, max_rows)
 
     return PeriodicComponent("retention", config, interval_s, prune)

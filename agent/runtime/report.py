@@ -61,9 +61,15 @@ class StatusReport:
             f"last frame {last_frame}",
             f"  model       {status.model_name} ({(status.model_sha256 or '')[:12]})",
             f"  config      {(status.config_version or '')[:12]}",
-            f"  sync        {sync_text}; outbox {sync.outbox_depth} waiting, oldest {oldest}",
-            "  components",
+            f"  sync        {sync_text}; outbox {sync.outbox_depth} waiting ({sync.outbox_held} held), oldest {oldest}",
         ]
+        if sync.outbox_alarm:
+            lines.append(
+                f"  ALARM       outbox at 80% or more of its limit of {sync.outbox_limit} (sync.outbox_max_rows)"
+            )
+        if sync.outbox_dropped:
+            lines.append(f"  DROPPED     {sync.outbox_dropped} undelivered message(s) past the outbox limit")
+        lines.append("  components")
         for component in status.components:
             error = f"; last error: {component.last_error}" if component.last_error else ""
             lines.append(

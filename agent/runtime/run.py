@@ -29,12 +29,13 @@ from agent.runtime.counting import TrafficService
 from agent.runtime.logs import set_level
 from agent.runtime.periodic import aggregation, retention
 from agent.runtime.scanning import ScanService
-from agent.runtime.status import StatusWriter
+from agent.runtime.status import StatusWriter, agent_counters
 from agent.runtime.supervisor import Supervisor, handle_signals
 from agent.runtime.syncing import SyncComponent, birth_info, share_store_redemptions
 from agent.runtime.systemd import Notifier
 from agent.storage.database import open_database
 from agent.sync.dispatch import Dispatcher
+from agent.sync.health import PipelineCounters
 from agent.vision.detector import Detector
 from agent.vision.models import ModelError
 from agent.vision.pipeline import FrameResult, TrafficPipeline, build_detector, build_pipeline
@@ -120,9 +121,11 @@ class Runtime:
         if config.mqtt is None:
             return None
         spec = (detector or self.pipeline.detector).spec
-        return SyncComponent(
-            config, birth_info(config, spec.name, spec.sha256), self.counting.counters, self.dispatcher
-        )
+        return SyncComponent(config, birth_info(config, spec.name, spec.sha256), self.health_counters, self.dispatcher)
+
+    def health_counters(self) -> PipelineCounters:
+        """What health reports count (sync adds its own errors): the same numbers as the status row."""
+        return agent_counters(self.counting.counters(), self.supervisor.health(), {})
 
     @staticmethod
     def _scanning(config: AgentConfig) -> ScanService | None:

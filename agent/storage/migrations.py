@@ -429,3 +429,27 @@ def _bucket_segments(db: Database) -> None:
     db.table("zone_buckets").create_index(["minute"], if_not_exists=True)
     db.execute("ALTER TABLE events ADD COLUMN segment TEXT NOT NULL DEFAULT ''")
     db.table("events").create_index(["device", "source", "segment"], if_not_exists=True)
+
+
+@MIGRATIONS(name="0009_outbox_release_time")
+def _outbox_release_time(db: Database) -> None:
+    """Outbox rows may wait for a release time (``not_before``, unix s) before they are sent.
+
+    Settlement records wait for the close of their 15-minute window, so neither their payload nor
+    their arrival at the broker tells a redemption's minute. NULL (every row queued before this
+    migration, and every kind but ``ledger``) means the row may be sent at once.
+    """
+    db.execute("ALTER TABLE outbox ADD COLUMN not_before REAL")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_outbox_held ON outbox (not_before) WHERE not_before IS NOT NULL")
+
+
+@MIGRATIONS(name="0010_coupon_expiry")
+def _coupon_expiry(db: Database) -> None:
+    """Redemptions and erasure tombstones remember when their coupon expires (unix s).
+
+    Retention deletes neither while the coupon could still be presented and accepted. Rows written
+    before this migration have NULL: their expiry is unknown and retention applies its documented
+    bound instead (agent.storage.retention).
+    """
+    db.execute("ALTER TABLE redemptions ADD COLUMN expires INTEGER")
+    db.execute("ALTER TABLE erased_coupons ADD COLUMN expires INTEGER")

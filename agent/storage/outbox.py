@@ -6,11 +6,19 @@ exists exactly when the change does. Rows hold the message kind and its route (t
 when it publishes, so domain code queues messages without knowing MQTT. A sender reads
 ``pending``, publishes, and calls ``mark_delivered`` (or ``mark_failed``); delivery is at least
 once, and the payload's ``msg_id`` lets receivers drop repeats.
+
+A row may be held until a release time (``not_before``): settlement records wait for the close of
+their 15-minute window. ``release_due`` releases held rows whose time has come by moving them, in
+a random order, behind every row already queued (new ids): the sender keeps publishing strictly
+by id, so every kind keeps its order, and the settlement records of one window leave together in
+an order that says nothing about when each redemption happened. Shuffling at release rather than
+giving rows a random key when they are written keeps one sending order (the id) for all kinds.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +42,7 @@ __all__ = [
     "mark_failed",
     "pending",
     "pending_by_kind",
+    "release_due",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,11 +104,13 @@ def enqueue(
     qos: int = 1,
     retain: bool = False,
     now: float | None = None,
+    not_before: float | None = None,
 ) -> str:
     """Queue ``payload`` as a message of ``kind`` inside the caller's open transaction; return its msg_id.
 
     ``route`` is the routing level of kinds that have one (the job id of ``jobs``) and empty for
-    the others. Never commits: the row becomes visible when the caller's transaction commits and
+    the others. With ``not_before`` (unix s) the row is held until then and sent only after
+    ``release_due`` has released it. Never commits: the row becomes visible when the caller's transaction commits and
     disappears if it rolls back. Raises NotInTransaction when no transaction is open, ValueError
     for an unknown kind, a bad route or QoS, or a payload whose schema is sent as another kind,
     and pydantic's ValidationError when the payload does not validate.
@@ -117,25 +128,63 @@ def enqueue(
     expected = kind_of_schema(checked.schema_id)
     if expected is not None and expected is not checked_kind:
         raise ValueError(f"a {checked.schema_id} payload is sent as {expected.value}, not {checked_kind.value}")
+    if not_before is not None and (isinstance(not_before, bool) or not isinstance(not_before, int | float)):
+        raise ValueError(f"not_before must be unix seconds, not {not_before!r}")
     created_at = time.time() if now is None else now
     db.execute(
-        "INSERT INTO outbox (msg_id, kind, route, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [checked.msg_id, checked_kind.value, route, text, qos, int(retain), created_at],
+        "INSERT INTO outbox (msg_id, kind, route, payload, qos, retain, created_at, not_before)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [checked.msg_id, checked_kind.value, route, text, qos, int(retain), created_at, not_before],
     )
     logger.debug("queued %s message %s as %s", checked.schema_id, checked.msg_id, checked_kind.value)
     return checked.msg_id
 
 
 def pending(db: Database, limit: int = 100) -> list[OutboxMessage]:
-    """Up to ``limit`` undelivered messages, oldest first."""
+    """Up to ``limit`` undelivered messages that may be sent now, in sending order (by id).
+
+    Rows held for a release time are left out until ``release_due`` has released them.
+    """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
     rows = fetch_all(
         db,
-        f"SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?",
+        f"SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL AND not_before IS NULL ORDER BY id LIMIT ?",
         [limit],
     )
     return [OutboxMessage.from_row(row) for row in rows]
+
+
+def release_due(db: Database, now: float | None = None, *, rng: random.Random | None = None) -> int:
+    """Release held rows whose release time has come; returns how many.
+
+    In one transaction the due rows get new ids after every queued row, in a random order (from
+    the system's random source unless ``rng`` is given), and lose their hold, so the sender
+    publishes them next to each other, after what was queued before, in no telling order.
+    """
+    at = time.time() if now is None else now
+    shuffle = rng if rng is not None else random.SystemRandom()
+    with transaction(db):
+        due = [
+            int(row[0])
+            for row in db.execute(
+                "SELECT id FROM outbox WHERE not_before IS NOT NULL AND not_before <= ? AND delivered_at IS NULL",
+                [at],
+            ).fetchall()
+        ]
+        if not due:
+            return 0
+        shuffle.shuffle(due)
+        top = int(db.execute("SELECT MAX(id) FROM outbox").fetchone()[0])
+        for offset, row_id in enumerate(due, start=1):
+            db.execute("UPDATE outbox SET id = ?, not_before = NULL WHERE id = ?", [top + offset, row_id])
+    logger.debug("released %d held outbox message(s)", len(due))
+    return len(due)
+
+
+def held(db: Database) -> int:
+    """How many undelivered rows wait for their release time."""
+    return int(fetch_all(db, "SELECT COUNT(*) FROM outbox WHERE not_before IS NOT NULL AND delivered_at IS NULL")[0][0])
 
 
 def mark_delivered(db: Database, ids: Iterable[int], at: float | None = None) -> int:
@@ -200,24 +249,3 @@ def pending_by_kind(db: Database) -> dict[MessageKind, int]:
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def summary(db: Database, now: float | None = None) -> dict[str, Any]:
-    """``retail-agent outbox --json``: depth, oldest age, newest error and the pending count by kind."""
-    state = depth(db, now)
-    return {
-        "pending": state.pending,
-        "oldest_pending_age_s": None if state.oldest_pending_age_s is None else round(state.oldest_pending_age_s, 1),
-        "last_error": state.last_error,
-        "by_kind": {kind.value: count for kind, count in pending_by_kind(db).items()},
-    }
-
-
-def describe_summary(report: dict[str, Any]) -> str:
-    age = report["oldest_pending_age_s"]
-    lines = [
-        f"outbox: {report['pending']} message(s) waiting, oldest {'-' if age is None else f'{age:.0f} s'}, "
-        f"last error: {report['last_error'] or 'none'}"
-    ]
-    lines += [f"  {count:>7}  {kind}" for kind, count in report["by_kind"].items()]
-    return "\n".join(lines)

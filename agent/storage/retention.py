@@ -1,9 +1,31 @@
-"""Bounded retention: delete raw events and minute buckets older than their limits."""
+"""Bounded retention: every table that grows is cut back to its configured limit.
+
+One pass (``apply_retention``) deletes, in one transaction:
+
+- ``events`` older than ``events_days``; ``line_buckets`` and ``zone_buckets`` older than
+  ``buckets_days``;
+- ``redemptions`` older than ``redemptions_days``, but only once their coupon has expired (a
+  redemption is what keeps a coupon refused) and never while the redemption's settlement record
+  waits in the outbox; rows whose expiry is unknown (written before it was stored) are bound by
+  ``redemptions_days`` alone, which must therefore exceed the longest validity of the coupons issued;
+- ``store_redeemed`` (other devices' reports, whose expiry is not sent) and ``redemption_conflicts``
+  older than ``redemptions_days``;
+- ``erased_coupons`` tombstones older than ``redemptions_days`` whose coupon has expired (unknown
+  expiry: ``redemptions_days`` alone), so an erased coupon stays refused while it could be valid;
+- ``audit`` rows older than ``audit_days``;
+- ``released_cells`` and ``privacy_budget`` days older than ``aggregates_keep_days``: aggregation
+  never looks further back than its lookback, so they can no longer stop a cell from leaving twice;
+- delivered ``outbox`` rows older than ``outbox_delivered_days`` (undelivered rows are never deleted
+  here; agent.storage.outbox_bound bounds them).
+
+A StorageError leaves every row in place; the next pass tries again.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
@@ -15,34 +37,86 @@ DAY_S = 86_400
 
 
 @dataclass(frozen=True)
+class RetentionPolicy:
+    """How many days each kind of row is kept (every limit a whole number of days >= 1)."""
+
+    events_days: int = 7
+    buckets_days: int = 56
+    redemptions_days: int = 400
+    audit_days: int = 400
+    outbox_delivered_days: int = 7
+    aggregates_keep_days: int = 9
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            days = getattr(self, item.name)
+            if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+                raise ValueError(f"{item.name} must be a whole number of days >= 1, not {days!r}")
+
+
+@dataclass(frozen=True)
 class RetentionResult:
     """How many rows one retention pass deleted, per table."""
 
-    events: int
-    line_buckets: int
-    zone_buckets: int
+    deleted: dict[str, int]
 
     @property
     def total(self) -> int:
-        return self.events + self.line_buckets + self.zone_buckets
+        return sum(self.deleted.values())
+
+    def __getitem__(self, table: str) -> int:
+        return self.deleted.get(table, 0)
 
 
-def apply_retention(db: Database, now: float, events_days: int, buckets_days: int) -> RetentionResult:
-    """Delete events older than ``events_days`` and buckets older than ``buckets_days`` before ``now``.
+_SETTLEMENT_WAITING = (
+    "SELECT json_extract(payload, '$.serial') FROM outbox WHERE kind = 'ledger' AND delivered_at IS NULL"
+)
 
-    A row is kept when its time (event ``t``, bucket ``minute``) is at or after the cut-off.
-    All deletions happen in one transaction; StorageError leaves every row in place.
+_DELETES: tuple[tuple[str, str, str], ...] = (
+    ("events", "events_days", "DELETE FROM events WHERE t < :cutoff"),
+    ("line_buckets", "buckets_days", "DELETE FROM line_buckets WHERE minute < :cutoff"),
+    ("zone_buckets", "buckets_days", "DELETE FROM zone_buckets WHERE minute < :cutoff"),
+    (
+        "redemptions",
+        "redemptions_days",
+        "DELETE FROM redemptions WHERE redeemed_at < :cutoff AND (expires IS NULL OR expires <= :now)"
+        f" AND serial NOT IN ({_SETTLEMENT_WAITING})",
+    ),
+    ("store_redeemed", "redemptions_days", "DELETE FROM store_redeemed WHERE redeemed_at < :cutoff"),
+    ("redemption_conflicts", "redemptions_days", "DELETE FROM redemption_conflicts WHERE detected_at < :cutoff"),
+    (
+        "erased_coupons",
+        "redemptions_days",
+        "DELETE FROM erased_coupons WHERE erased_at < :cutoff AND (expires IS NULL OR expires <= :now)",
+    ),
+    ("audit", "audit_days", "DELETE FROM audit WHERE t < :cutoff"),
+    ("released_cells", "aggregates_keep_days", "DELETE FROM released_cells WHERE window_start < :cutoff"),
+    ("privacy_budget", "aggregates_keep_days", "DELETE FROM privacy_budget WHERE day < :cutoff_day"),
+    (
+        "outbox",
+        "outbox_delivered_days",
+        "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < :cutoff",
+    ),
+)
+
+
+def apply_retention(db: Database, now: float, policy: RetentionPolicy | None = None) -> RetentionResult:
+    """Delete every row past its limit before ``now`` (see the module); returns the counts per table.
+
+    A row is kept when its time is at or after its cut-off. All deletions happen in one transaction.
     """
-    for key, days in (("events_days", events_days), ("buckets_days", buckets_days)):
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-            raise ValueError(f"{key} must be a whole number of days >= 1, not {days!r}")
-    events_cutoff = now - events_days * DAY_S
-    buckets_cutoff = now - buckets_days * DAY_S
+    limits = policy if policy is not None else RetentionPolicy()
+    deleted: dict[str, int] = {}
     with transaction(db):
-        events = db.execute("DELETE FROM events WHERE t < ?", [events_cutoff]).rowcount
-        lines = db.execute("DELETE FROM line_buckets WHERE minute < ?", [buckets_cutoff]).rowcount
-        zones = db.execute("DELETE FROM zone_buckets WHERE minute < ?", [buckets_cutoff]).rowcount
-    result = RetentionResult(events=events, line_buckets=lines, zone_buckets=zones)
+        for table, limit, sql in _DELETES:
+            cutoff = now - getattr(limits, limit) * DAY_S
+            params = {
+                "cutoff": cutoff,
+                "now": now,
+                "cutoff_day": datetime.fromtimestamp(cutoff, UTC).date().isoformat(),
+            }
+            deleted[table] = db.execute(sql, params).rowcount
+    result = RetentionResult(deleted)
     if result.total:
-        logger.info("retention deleted %d events, %d line and %d zone buckets", events, lines, zones)
+        logger.info("retention deleted %s", ", ".join(f"{count} {table}" for table, count in deleted.items() if count))
     return result

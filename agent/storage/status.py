@@ -42,6 +42,13 @@ class SyncStatus:
     last_connection_error: str | None = None
     outbox_depth: int = 0
     oldest_pending_s: float | None = None
+    outbox_held: int = 0
+    """Settlement records waiting for the close of their window (part of ``outbox_depth``)."""
+    outbox_limit: int | None = None
+    outbox_alarm: bool = False
+    """The undelivered rows reached 80% of ``outbox_limit`` (``sync.outbox_max_rows``)."""
+    outbox_dropped: int = 0
+    """Undelivered rows dropped past the limit, ever (agent.storage.outbox_bound)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,10 @@ class AgentStatus:
     def from_json(cls, data: dict[str, Any]) -> AgentStatus:
         values = dict(data)
         values["components"] = [ComponentStatus(**c) for c in data.get("components", [])]
-        values["sync"] = SyncStatus(**data.get("sync", {"enabled": False}))
+        sync_known = set(SyncStatus.__dataclass_fields__)
+        values["sync"] = SyncStatus(
+            **{k: v for k, v in data.get("sync", {"enabled": False}).items() if k in sync_known}
+        )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -1,4 +1,4 @@
-"""Health reports: frame rate, dropped frames, CPU, memory, disk, outbox depth and error counts.
+"""Health reports: frame rate, dropped frames, CPU, memory, disk, outbox, errors, restarts, budget.
 
 Only numbers leave the device: errors are counted by kind, never with their messages. The readings
 that touch the system (process CPU time, resident memory, free disk) are small functions; turning
@@ -15,12 +15,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
 
 from agent.contract.payloads import ErrorKind, HealthReport
 from agent.storage import outbox
+from agent.storage.database import fetch_all
+from agent.storage.outbox_bound import dropped_so_far
+from agent.sync.store_sharing import conflict_count
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +97,31 @@ def disk_free_mb(path: Path) -> float:
 
 @dataclass(frozen=True)
 class PipelineCounters:
-    """What the running agent counted: its frame rate, frames dropped and errors by kind, since start."""
+    """What the running agent counted: its frame rate over the last minute, and since start the
+    frames dropped, errors by kind and restarts by component."""
 
     fps: float = 0.0
     dropped_frames: int = 0
     errors: Mapping[str, int] = field(default_factory=dict)
+    restarts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreReadings:
+    """What health reads from the database besides the outbox depth (None: not known)."""
+
+    store_conflicts: int | None = None
+    privacy_budget_left: float | None = None
+    outbox_limit: int | None = None
+    outbox_dropped: int | None = None
+
+
+def privacy_budget_left(db: Database, now: float, epsilon_per_day: float) -> float:
+    """Epsilon of the current UTC day not yet spent on coupon aggregates (never below 0)."""
+    day = datetime.fromtimestamp(now, UTC).date().isoformat()
+    rows = fetch_all(db, "SELECT epsilon_spent FROM privacy_budget WHERE day = ?", [day])
+    spent = float(rows[0][0]) if rows else 0.0
+    return max(0.0, epsilon_per_day - spent)
 
 
 def error_counts(errors: Mapping[str, int]) -> dict[ErrorKind, int]:
@@ -123,8 +147,11 @@ def build_health(
     disk_free_mb: float,
     depth: outbox.OutboxDepth,
     now: float,
+    store: StoreReadings | None = None,
 ) -> HealthReport:
     """A health report from readings already taken (pure)."""
+    readings = store if store is not None else StoreReadings()
+    budget = readings.privacy_budget_left
     return HealthReport(
         device=device,
         sent_at=now,
@@ -136,6 +163,11 @@ def build_health(
         outbox_depth=depth.pending,
         oldest_pending_s=None if depth.oldest_pending_age_s is None else round(depth.oldest_pending_age_s, 1),
         errors=error_counts(counters.errors),
+        restarts={name: int(count) for name, count in counters.restarts.items()},
+        store_conflicts=readings.store_conflicts,
+        privacy_budget_left=None if budget is None else round(min(budget, 10.0), 6),
+        outbox_limit=readings.outbox_limit,
+        outbox_dropped=readings.outbox_dropped,
     )
 
 
@@ -147,12 +179,22 @@ def collect_health(
     cpu: CpuMeter,
     *,
     now: float | None = None,
+    epsilon_per_day: float | None = None,
+    outbox_max_rows: int | None = None,
 ) -> HealthReport:
-    """Read this process's CPU and memory, the state directory's free disk and the outbox depth.
+    """Read this process's CPU and memory, the state directory's free disk, the outbox depth and
+    what was dropped from it, the store-sharing conflicts and (given ``epsilon_per_day``) the
+    privacy budget left today.
 
     ``cpu`` keeps the previous reading, so CPU is the average since the last report.
     """
     at = time.time() if now is None else now
+    store = StoreReadings(
+        store_conflicts=conflict_count(db),
+        privacy_budget_left=None if epsilon_per_day is None else privacy_budget_left(db, at, epsilon_per_day),
+        outbox_limit=outbox_max_rows,
+        outbox_dropped=sum(dropped_so_far(db).values()),
+    )
     return build_health(
         device,
         counters,
@@ -161,4 +203,5 @@ def collect_health(
         disk_free_mb=disk_free_mb(state_dir),
         depth=outbox.depth(db, now=at),
         now=at,
+        store=store,
     )

@@ -155,6 +155,8 @@ class PahoTransport:
         self._early: dict[int, ReasonCode] = {}
         self.connects = 0
         self.last_error: str | None = None
+        self.connection_failures = 0
+        """Failed connection attempts and lost connections since the transport was made."""
         """Why the last connection attempt failed or the connection was lost (None: never failed)."""
         """Successful connections so far (for tests and health)."""
 
@@ -316,6 +318,7 @@ class PahoTransport:
         if self._stopping.is_set():
             return
         self.last_error = what
+        self.connection_failures += 1
         level = logging.INFO if self._failing else logging.WARNING
         logger.log(level, "cannot connect to %s:%d: %s", self.config.host, self.config.port, what)
         self._failing = True
@@ -372,6 +375,7 @@ class PahoTransport:
             logger.debug("disconnected from the broker on stop (%s)", reason)
         elif was_connected:
             self.last_error = f"connection lost: {reason}"
+            self.connection_failures += 1
             logger.warning("lost the broker connection: %s (%#04x)", reason, reason.value)
 
     def _handle_publish(

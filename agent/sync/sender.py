@@ -18,6 +18,11 @@ acknowledgement comes within ``resend_grace_s`` of the reconnect or ``ack_timeou
 A publish the broker refuses (an MQTT 5 failure reason such as "not authorized") stays undelivered
 with its error and is tried again ``ack_timeout_s`` later; the rows behind it are not held up.
 
+Rows held for a release time (settlement records until the close of their window) are not read
+until released: each pass first releases the rows whose time has come (at most every
+``RELEASE_CHECK_S``), which moves them behind the queue in a random order (agent.storage.outbox).
+Delivered rows are deleted by the retention component, which runs with or without a broker.
+
 An OutboxSender uses its database connection from one thread only.
 """
 
@@ -33,22 +38,24 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from agent.contract.topics import InvalidTopicSegment, Topics
-from agent.storage.database import fetch_all, transaction
-from agent.storage.outbox import COLUMNS, OutboxMessage, mark_delivered, mark_failed
+from agent.storage.database import fetch_all
+from agent.storage.outbox import COLUMNS, OutboxMessage, mark_delivered, mark_failed, release_due
 from agent.sync.transport import Delivery, Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
-DAY_S = 86_400
 FLUSH_ROWS = 1_000
 """Acknowledged rows are marked delivered in one transaction once this many are waiting..."""
 FLUSH_S = 0.25
 """...or once the oldest has waited this long (and whenever the outbox is drained or the link drops)."""
-PRUNE_CHUNK = 5_000
+RELEASE_CHECK_S = 1.0
+"""How often held rows are checked for a release time that has come."""
 READ_AHEAD = 500
 """Rows read per query (at least ``batch_size``): fewer, larger reads under backlog."""
 
-_AFTER = f"SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+_AFTER = (
+    f"SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL AND not_before IS NULL AND id > ? ORDER BY id LIMIT ?"
+)
 
 
 @dataclass
@@ -79,7 +86,6 @@ class OutboxSender:
         db: Database,
         transport: Transport,
         batch_size: int,
-        retention_days: int,
         *,
         topics: Topics,
         ack_timeout_s: float = 30.0,
@@ -89,15 +95,12 @@ class OutboxSender:
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
-        if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
-            raise ValueError(f"retention_days must be a whole number >= 1, not {retention_days!r}")
         if ack_timeout_s <= 0 or resend_grace_s <= 0:
             raise ValueError("ack_timeout_s and resend_grace_s must be positive")
         self._db = db
         self._transport = transport
         self.topics = topics
         self.batch_size = batch_size
-        self.retention_days = retention_days
         self._ack_timeout_s = ack_timeout_s
         self._resend_grace_s = resend_grace_s
         self._clock = clock
@@ -114,6 +117,7 @@ class OutboxSender:
         self._delivered = 0
         self._failed = 0
         self._republished = 0
+        self._next_release = float("-inf")
 
     @property
     def in_flight(self) -> int:
@@ -148,6 +152,7 @@ class OutboxSender:
             connected = self._check_connection()
             self._collect()
             if connected:
+                self._release()
                 self._expire()
                 self._fill()
                 self._collect()
@@ -162,24 +167,13 @@ class OutboxSender:
         delivered += self._flush()
         return delivered
 
-    def prune(self, now: float | None = None) -> int:
-        """Delete rows delivered more than ``retention_days`` before ``now``; returns how many."""
-        current = self._wall_clock() if now is None else now
-        cutoff = current - self.retention_days * DAY_S
-        total = 0
-        while True:
-            with transaction(self._db):
-                deleted = self._db.execute(
-                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
-                    " WHERE delivered_at IS NOT NULL AND delivered_at < ? LIMIT ?)",
-                    [cutoff, PRUNE_CHUNK],
-                ).rowcount
-            total += deleted
-            if deleted < PRUNE_CHUNK:
-                break
-        if total:
-            logger.info("pruned %d delivered outbox rows older than %d days", total, self.retention_days)
-        return total
+    def _release(self) -> None:
+        """Release held rows whose time has come (they join the queue behind what is read)."""
+        tick = self._clock()
+        if tick < self._next_release:
+            return
+        self._next_release = tick + RELEASE_CHECK_S
+        release_due(self._db, self._wall_clock())
 
     def reset(self) -> None:
         """Forget everything in flight and start again from the first undelivered row.

@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 HEALTH_QOS = 0
 DRAIN_SLICE_S = 0.5
 IDLE_S = 0.2
-PRUNE_INTERVAL_S = 3600.0
 
 
 class StartableTransport(Transport, Protocol):
@@ -152,8 +151,12 @@ class SyncService:
 
     @property
     def errors(self) -> dict[str, int]:
-        """Sync's own error counts by kind (storage, sync)."""
-        return dict(self._errors)
+        """Sync's own error counts by kind: storage, sync, and transport (failed or lost connections)."""
+        errors = dict(self._errors)
+        failures = getattr(self.transport, "connection_failures", 0)
+        if isinstance(failures, int) and failures:
+            errors["transport"] = errors.get("transport", 0) + failures
+        return errors
 
     def run(self, running: Callable[[], None] | None = None) -> None:
         """The thread body: connect, then send and report until ``stop`` is set."""
@@ -163,9 +166,7 @@ class SyncService:
             birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
             transport = self._connect(birth)
             self.dispatcher.subscribe_all(transport)
-            sender = OutboxSender(
-                db, transport, self.config.sync.batch_size, self.config.sync.outbox_retention_days, topics=self.topics
-            )
+            sender = OutboxSender(db, transport, self.config.sync.batch_size, topics=self.topics)
             self.sender = sender
             if running is not None:
                 running()
@@ -192,7 +193,7 @@ class SyncService:
 
     def _loop(self, db: Database, transport: Transport, sender: OutboxSender) -> None:
         stop = self.stop_event
-        next_health = next_prune = time.monotonic()
+        next_health = time.monotonic()
         cpu = CpuMeter()
         while not stop.is_set():
             tick = time.monotonic()
@@ -201,9 +202,6 @@ class SyncService:
             if tick >= next_health and transport.connected:
                 next_health = tick + self.config.sync.health_interval_s
                 ok &= self._guarded("health", self._queue_health, db, cpu, now)
-            if tick >= next_prune:
-                next_prune = tick + PRUNE_INTERVAL_S
-                ok &= self._guarded("prune", sender.prune, now)
             ok &= self._guarded("sender", sender.drain_once, DRAIN_SLICE_S)
             ok &= self.dispatcher.run_due(now)
             if not ok or sender.idle or not transport.connected:
@@ -212,10 +210,21 @@ class SyncService:
     def _queue_health(self, db: Database, cpu: CpuMeter, now: float) -> None:
         counters = self._counters()
         errors = dict(counters.errors)
-        for kind, count in self._errors.items():
+        for kind, count in self.errors.items():
             errors[kind] = errors.get(kind, 0) + count
-        merged = PipelineCounters(fps=counters.fps, dropped_frames=counters.dropped_frames, errors=errors)
-        report = collect_health(db, self.topics.device, self.config.device.state_dir, merged, cpu, now=now)
+        merged = PipelineCounters(
+            fps=counters.fps, dropped_frames=counters.dropped_frames, errors=errors, restarts=counters.restarts
+        )
+        report = collect_health(
+            db,
+            self.topics.device,
+            self.config.device.state_dir,
+            merged,
+            cpu,
+            now=now,
+            epsilon_per_day=self.config.sync.epsilon_per_day,
+            outbox_max_rows=self.config.sync.outbox_max_rows,
+        )
         with transaction(db):
             enqueue(db, MessageKind.HEALTH, report, qos=HEALTH_QOS, now=now)
 

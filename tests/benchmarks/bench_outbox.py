@@ -86,7 +86,6 @@ def fill_outbox(db_path: Path, count: int) -> list[str]:
                 offer=15,
                 store=0,
                 window_start=int(now // 900 * 900),
-                sent_at=now,
             )
             enqueue(db, MessageKind.LEDGER, record, qos=1, now=now)
     payloads = [row[0] for row in db.execute("SELECT payload FROM outbox ORDER BY id").fetchall()]
@@ -243,7 +242,7 @@ def main() -> int:
         while not transport.connected and time.monotonic() < deadline:
             time.sleep(0.01)
         db = open_database(db_path)
-        sender = OutboxSender(db, transport, batch_size=args.batch, retention_days=7, topics=SENDER_TOPICS)
+        sender = OutboxSender(db, transport, batch_size=args.batch, topics=SENDER_TOPICS)
 
         size = args.n // args.blocks
         raw_s = windowed_s = transport_s = sender_s = 0.0

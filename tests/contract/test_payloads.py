@@ -35,7 +35,7 @@ VALID: dict[str, Any] = {
     "schema": "ledger.v1",
     "msg_id": "0123456789abcdef0123456789abcdef",
     "device": "till-1",
-    "sent_at": NOW,
+    "sent_at": NOW + 1800,  # the close of the window: no field is finer than the window
     "serial": "fedcba9876543210fedcba9876543210",
     "campaign": 1001,
     "offer": 15,
@@ -180,6 +180,8 @@ def example(schema: str, **changes: Any) -> dict[str, Any]:
         "device": "till-1",
         "sent_at": NOW,
     }
+    if schema == "ledger.v1":
+        common["sent_at"] = EXAMPLES[schema]["window_start"] + 900.0  # the close of its window
     return {**common, **EXAMPLES[schema], **changes}
 
 
@@ -404,7 +406,10 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
 def valid_payloads(draw: st.DrawFn) -> dict[str, Any]:
     schema = draw(st.sampled_from(sorted(FIELDS)))
     common = {"schema": schema, "msg_id": draw(hex32), "device": draw(names), "sent_at": draw(times)}
-    return {**common, **draw(FIELDS[schema])}
+    fields = draw(FIELDS[schema])
+    if schema == "ledger.v1":
+        common["sent_at"] = fields["window_start"] + 900.0  # the close of its window, the only time it carries
+    return {**common, **fields}
 
 
 def strings_in(value: Any) -> list[str]:
@@ -504,3 +509,14 @@ def test_a_bytes_like_or_long_string_is_refused_wherever_a_string_goes(
     mutated = _put(data, path, is_key, bad)
     with pytest.raises(ValidationError):
         SCHEMAS[data["schema"]].model_validate_json(json.dumps(mutated))
+
+
+@pytest.mark.parametrize("sent_at", [NOW + 900, NOW + 900 + 123.4, NOW + 1799.0, NOW + 2700])
+def test_a_ledger_record_carries_no_time_finer_than_its_window(sent_at: float) -> None:
+    with pytest.raises(ValidationError, match="close of the window"):
+        LedgerRecord.model_validate(with_(sent_at=sent_at))
+
+
+def test_a_ledger_record_is_stamped_with_its_window_close_by_default() -> None:
+    fields = {k: v for k, v in VALID.items() if k != "sent_at"}
+    assert LedgerRecord.model_validate(fields).sent_at == VALID["window_start"] + 900

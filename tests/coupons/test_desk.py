@@ -16,7 +16,7 @@ from agent.contract.kinds import MessageKind
 from agent.coupons.desk import CouponDesk, Revocation
 from agent.coupons.token import Coupon, VerifyResult, issue_token, new_serial
 from agent.storage.audit import Actor, Role, entries
-from agent.storage.outbox import pending
+from agent.storage.outbox import pending, pending_by_kind, release_due
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STORE = 42
@@ -60,7 +60,7 @@ def test_a_valid_token_is_redeemed_once_and_audited(desk: CouponDesk) -> None:
 
     assert (first.result, first.redeemed, first.coupon) == (VerifyResult.VALID, True, coupon)
     assert (second.result, second.redeemed) == (VerifyResult.ALREADY_REDEEMED, False)
-    assert [m.kind for m in pending(desk.db)] == [MessageKind.LEDGER, MessageKind.STORE_REDEEMED]
+    assert pending_by_kind(desk.db) == {MessageKind.LEDGER: 1, MessageKind.STORE_REDEEMED: 1}
     audited = [(e.actor, e.action, e.outcome, e.detail["result"]) for e in entries(desk.db)]
     assert audited == [("cli", "redeem", "refused", "already_redeemed"), ("staff:0042", "redeem", "ok", "valid")]
 
@@ -136,9 +136,10 @@ def test_erase_then_redeem_again_is_already_redeemed(desk: CouponDesk) -> None:
 def test_erase_keeps_the_undelivered_ledger_message_pending(desk: CouponDesk) -> None:
     text, coupon = token()
     desk.redeem(text, STAFF, "console", now=NOW)
+    release_due(desk.db, NOW + 900)
     [ledger_message] = [m for m in pending(desk.db) if m.kind is MessageKind.LEDGER]
 
-    desk.erase(coupon.serial_hex, MANAGER, now=NOW + 60)
+    desk.erase(coupon.serial_hex, MANAGER, now=NOW + 960)
 
     assert [m.msg_id for m in pending(desk.db) if m.kind is MessageKind.LEDGER] == [ledger_message.msg_id]
 

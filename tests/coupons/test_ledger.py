@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import random
 import sqlite3
@@ -22,7 +23,7 @@ from agent.coupons.ledger import Ledger, LedgerError
 from agent.coupons.token import Coupon, Verification, VerifyResult, issue_token, new_serial, verify_token
 from agent.storage.audit import Actor, Role, entries
 from agent.storage.database import StorageError
-from agent.storage.outbox import mark_delivered, pending
+from agent.storage.outbox import mark_delivered, pending, release_due
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STORE = 42
@@ -96,7 +97,9 @@ def test_a_valid_coupon_is_redeemed_and_queues_one_ledger_message(ledger: Ledger
     assert redemption.result is VerifyResult.VALID
     assert redemption.coupon == verification.coupon
     assert count(ledger, "redemptions") == 1
-    message, report = pending(ledger.db)
+    [report] = pending(ledger.db)  # the settlement record is held until its window closes
+    release_due(ledger.db, NOW + 900)
+    [_report, message] = pending(ledger.db)
     assert (message.kind, message.route) == (MessageKind.LEDGER, "")
     assert TOPICS.topic(message.kind) == "retail/v1/acme/store-042/till-1/ledger"
     assert message.qos == 1
@@ -126,9 +129,33 @@ def test_the_ledger_message_is_a_valid_settlement_record_of_the_15_minute_window
     assert record.serial == coupon.serial_hex
     assert (record.campaign, record.offer, record.store) == (4_000_000_000, 65535, 0)
     assert record.window_start == int(NOW)
-    assert record.sent_at == NOW + 899.9
-    message, _report = pending(ledger.db)
+    assert record.sent_at == NOW + 900  # the window's close, never the redemption time
+    assert NOW + 899.9 not in json.loads(record.to_json()).values()
+    release_due(ledger.db, NOW + 900)
+    [_report, message] = pending(ledger.db)
     assert message.msg_id == record.msg_id
+
+
+def test_the_settlement_record_is_held_until_the_close_of_its_window(ledger: Ledger) -> None:
+    ledger.redeem(verified(), "scanner", now=NOW + 123.4)
+
+    held_until = ledger.db.execute("SELECT not_before FROM outbox WHERE kind = 'ledger'").fetchone()[0]
+    assert held_until == NOW + 900
+    assert [m.kind for m in pending(ledger.db)] == [MessageKind.STORE_REDEEMED]
+    assert release_due(ledger.db, NOW + 899.99) == 0
+    assert release_due(ledger.db, NOW + 900) == 1
+    assert [m.kind for m in pending(ledger.db)] == [MessageKind.STORE_REDEEMED, MessageKind.LEDGER]
+
+
+def test_the_store_report_leaves_at_once_with_the_minute_only(ledger: Ledger) -> None:
+    coupon = make_coupon()
+    ledger.redeem(verified(coupon), "scanner", now=NOW + 123.4)
+
+    [report] = pending(ledger.db)
+    payload = json.loads(report.payload)
+    assert payload["serial"] == coupon.serial_hex
+    assert payload["redeemed_at"] == NOW + 120
+    assert payload["sent_at"] == NOW + 120
 
 
 def test_the_second_attempt_is_already_redeemed_and_writes_nothing(ledger: Ledger) -> None:
@@ -376,6 +403,7 @@ def test_erasure_keeps_the_undelivered_settlement_record(ledger: Ledger) -> None
     erasure = ledger.erase_coupon(coupon.serial_hex, Actor(Role.CLI), now=NOW + 100)
 
     assert erasure.kept_undelivered == MESSAGES_PER_REDEMPTION
+    release_due(ledger.db, NOW + 900)  # still held while erased; it leaves at the window's close
     assert [m.msg_id for m in pending(ledger.db) if m.kind is MessageKind.LEDGER] == [record.msg_id]
 
 
@@ -384,9 +412,10 @@ def test_erasure_deletes_the_personal_records_and_delivered_messages(ledger: Led
     ledger.redeem(verified(erased), "scanner", now=NOW)
     ledger.redeem(verified(kept), "scanner", now=NOW)
     ledger.note_store_redemption(erased.serial_hex, "till-2", NOW + 1, now=NOW + 2)
-    mark_delivered(ledger.db, [m.id for m in pending(ledger.db)], at=NOW + 3)
+    release_due(ledger.db, NOW + 900)
+    mark_delivered(ledger.db, [m.id for m in pending(ledger.db)], at=NOW + 903)
 
-    erasure = ledger.erase_coupon(erased.serial_hex, Actor(Role.STAFF, "0042"), now=NOW + 100)
+    erasure = ledger.erase_coupon(erased.serial_hex, Actor(Role.STAFF, "0042"), now=NOW + 1000)
 
     assert erasure.removed == {"redemptions": 1, "conflicts": 1, "store_redeemed": 1, "delivered_messages": 2}
     assert erasure.kept_undelivered == 0

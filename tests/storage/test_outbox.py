@@ -42,7 +42,6 @@ def record(serial: str = "ab" * 16, **changes: object) -> LedgerRecord:
         "offer": 15,
         "store": 0,
         "window_start": int(NOW),
-        "sent_at": NOW,
     }
     fields.update(changes)
     return LedgerRecord.model_validate(fields)

@@ -52,13 +52,15 @@ tls = false
 """
     )
     config = load_config(config_file)
-    # A redemption made while the device was offline waits in the outbox.
+    # A redemption made while the device was offline, in a window that has closed since, waits in the outbox.
     key = Ed25519PrivateKey.generate()
     now = int(time.time())
-    coupon = Coupon(1, 0, 5, new_serial(), now - 10, now + 3600, 1, 0)
+    then = now - 1200
+    coupon = Coupon(1, 0, 5, new_serial(), now - 3600, now + 3600, 1, 0)
     raw = key.public_key().public_bytes_raw()
     with Ledger(config.database_path, "till-1") as ledger:
-        assert ledger.redeem(verify_token(issue_token(coupon, key), {0: raw}, 0, (), now), "cli").redeemed
+        verification = verify_token(issue_token(coupon, key), {0: raw}, 0, (), then)
+        assert ledger.redeem(verification, "cli", now=then).redeemed
 
     platform = subscriber(mosquitto, "retail/v1/acme/#")
     done = subprocess.run(
@@ -73,6 +75,7 @@ tls = false
     received = platform.wait_for(lambda ms: any(m.topic.endswith("/ledger") for m in ms), timeout=10)
     ledger_messages = [json.loads(m.payload) for m in received if m.topic == "retail/v1/acme/s12/till-1/ledger"]
     assert [m["serial"] for m in ledger_messages] == [coupon.serial_hex]
+    assert ledger_messages[0]["sent_at"] == then // 900 * 900 + 900  # the window's close, not the redemption
     states = [json.loads(m.payload) for m in received if m.topic == "retail/v1/acme/s12/till-1/state"]
     assert states[0]["online"] is True
     assert states[-1]["online"] is False  # a clean stop leaves the retained state offline

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from agent.contract.payloads import ErrorKind, HealthReport, StoreRedeemed, parse_payload
+from agent.contract.payloads import ErrorKind, HealthReport, StoreRedeemed, TrafficReport, parse_payload
 from agent.storage.database import open_database, transaction
 from agent.storage.outbox import OutboxDepth, enqueue
+from agent.storage.outbox_bound import enforce_outbox_bound
 from agent.sync.health import (
     CpuMeter,
     PipelineCounters,
@@ -136,3 +137,53 @@ def test_collect_health_reads_the_outbox_of_the_database(db: Database, tmp_path:
     assert report.disk_free_mb > 0
     assert report.memory_mb > 0
     assert report.sent_at == NOW
+
+
+def test_health_reports_store_conflicts_the_budget_left_today_and_outbox_drops(db: Database, tmp_path: Path) -> None:
+    serial = "b" * 32
+    with transaction(db):
+        db.execute(
+            "INSERT INTO redemption_conflicts (serial, other_device, other_redeemed_at, detected_at)"
+            " VALUES (?, 'till-2', ?, ?)",
+            [serial, NOW - 60, NOW - 30],
+        )
+        db.execute("INSERT INTO privacy_budget (day, epsilon_spent) VALUES ('2026-01-01', 0.25)")
+        db.execute("INSERT INTO privacy_budget (day, epsilon_spent) VALUES ('2025-12-31', 1.0)")
+        for _ in range(3):
+            enqueue(db, "store_redeemed", StoreRedeemed(device="till-1", serial=serial, redeemed_at=NOW), now=NOW)
+        for _ in range(5):
+            enqueue(db, "traffic", traffic_report(), now=NOW)
+    enforce_outbox_bound(db, 6)  # drops the two oldest traffic reports; store reports are never dropped
+    meter = CpuMeter(wall=Clock(0.0, 10.0), cpu=Clock(0.0, 1.0))
+
+    report = collect_health(
+        db, "till-1", tmp_path, PipelineCounters(), meter, now=NOW + 3600, epsilon_per_day=1.0, outbox_max_rows=6
+    )
+
+    assert report.store_conflicts == 1
+    assert report.privacy_budget_left == pytest.approx(0.75)
+    assert (report.outbox_depth, report.outbox_limit, report.outbox_dropped) == (6, 6, 2)
+    wire = json.loads(report.to_json())
+    assert wire["store_conflicts"] == 1 and wire["outbox_dropped"] == 2
+    assert parse_payload(report.to_json()) == report
+
+
+def test_optional_health_fields_are_left_out_of_the_wire_form_when_unknown() -> None:
+    report = build_health(
+        "till-1",
+        PipelineCounters(),
+        cpu_percent=1.0,
+        memory_mb=1.0,
+        disk_free_mb=1.0,
+        depth=OutboxDepth(0, None, None),
+        now=NOW,
+    )
+    wire = json.loads(report.to_json())
+    assert "store_conflicts" not in wire and "privacy_budget_left" not in wire and "outbox_limit" not in wire
+    assert wire["oldest_pending_s"] is None  # a required field stays, null or not
+
+
+def traffic_report() -> TrafficReport:
+    return TrafficReport(
+        device="till-1", window_start=int(NOW), window_minutes=15, minutes_seen=1, frames_seen=None, lines={}, zones={}
+    )

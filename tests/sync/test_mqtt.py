@@ -219,6 +219,25 @@ def test_publish_without_a_broker_raises_transport_error(
         transport.publish(TILL_1.traffic, b"{}")
 
 
+def test_failed_connection_attempts_are_counted_for_health(transports: Callable[..., PahoTransport]) -> None:
+    config = MqttConfig(host="127.0.0.1", port=free_port(), tls=False, reconnect_min_s=0.1, reconnect_max_s=0.2)
+    transport = transports(config).start()
+    assert wait_until(lambda: transport.connection_failures >= 2)
+    assert transport.last_error is not None
+
+
+@pytest.mark.integration
+def test_a_lost_connection_is_counted_for_health(mosquitto: Broker, transports: Callable[..., PahoTransport]) -> None:
+    transport = transports(mqtt_config(mosquitto)).start()
+    assert wait_until(lambda: transport.connected)
+    assert transport.connection_failures == 0
+
+    mosquitto.stop()
+    assert wait_until(lambda: not transport.connected)
+    assert wait_until(lambda: transport.connection_failures >= 1)
+    assert transport.last_error is not None
+
+
 # -- reconnect and sessions ------------------------------------------------------------------------
 
 

@@ -133,7 +133,6 @@ def queue_records(db: Database, start: int, count: int) -> list[str]:
                 offer=1,
                 store=0,
                 window_start=int(now // 900 * 900),
-                sent_at=now,
             )
             ids.append(enqueue(db, MessageKind.LEDGER, record, qos=1, now=now))
     return ids

@@ -101,7 +101,6 @@ def fill(db: Database, count: int, qos: int = 1, created_at: float = NOW) -> lis
                 offer=1,
                 store=0,
                 window_start=int(NOW),
-                sent_at=created_at,
             )
             ids.append(enqueue(db, MessageKind.LEDGER, record, qos=qos, now=created_at))
     return ids
@@ -112,7 +111,7 @@ def delivered_ids(db: Database) -> list[str]:
 
 
 def make_sender(db: Database, transport: FakeTransport, batch: int = 10, **kw: object) -> OutboxSender:
-    return OutboxSender(db, transport, batch_size=batch, retention_days=7, topics=TOPICS, **kw)  # type: ignore[arg-type]
+    return OutboxSender(db, transport, batch_size=batch, topics=TOPICS, **kw)  # type: ignore[arg-type]
 
 
 def test_rows_are_published_in_id_order_with_their_topic_qos_and_payload(db: Database) -> None:
@@ -342,32 +341,53 @@ def test_a_restart_sends_again_what_was_acknowledged_but_not_yet_marked(tmp_path
     second_db.close()
 
 
-def test_prune_deletes_only_delivered_rows_older_than_retention(db: Database) -> None:
-    old = fill(db, 3, created_at=NOW - 30 * DAY)
+@pytest.mark.parametrize("batch_size", [0, True, 1.5])
+def test_bad_settings_are_refused(db: Database, batch_size: object) -> None:
+    with pytest.raises(ValueError):
+        OutboxSender(db, FakeTransport(), batch_size, topics=TOPICS)  # type: ignore[arg-type]
+
+
+def hold(db: Database, count: int, release_at: float) -> list[str]:
+    """Queue ``count`` settlement records held until ``release_at``, as the ledger does."""
+    ids = []
+    with transaction(db):
+        for index in range(count):
+            record = LedgerRecord(
+                device="till-1", serial=f"{1000 + index:032x}", campaign=7, offer=1, store=0, window_start=int(NOW)
+            )
+            ids.append(enqueue(db, MessageKind.LEDGER, record, now=NOW + index, not_before=release_at))
+    return ids
+
+
+def test_held_settlement_records_leave_only_at_their_release_time_in_a_shuffled_order(db: Database) -> None:
+    """Neither the payload nor the arrival order nor the arrival time may tell a redemption's minute."""
+    wall = [NOW + 100]
     transport = FakeTransport()
     transport.auto_ack = True
-    sender = OutboxSender(
-        db, transport, batch_size=10, retention_days=7, topics=TOPICS, wall_clock=lambda: NOW - 8 * DAY
-    )
-    sender.drain_once(timeout=1.0)  # delivered eight days ago
-    recent = fill(db, 2, created_at=NOW - 30 * DAY)
-    sender._wall_clock = lambda: NOW - 6 * DAY
-    transport.auto_ack = False
+    clock = FakeClock()
+    sender = OutboxSender(db, transport, batch_size=100, topics=TOPICS, clock=clock, wall_clock=lambda: wall[0])
+    held_ids = hold(db, 30, release_at=NOW + 900)
+    before = fill(db, 2)
+
     sender.drain_once(timeout=0)
-    transport.ack_all()
-    sender.drain_once(timeout=0)  # delivered six days ago
-    undelivered = fill(db, 2, created_at=NOW - 30 * DAY)
+    assert transport.sent_msg_ids() == before  # the others are not held up
 
-    assert sender.prune(now=NOW) == 3
-    remaining = [row[0] for row in db.execute("SELECT msg_id FROM outbox ORDER BY id")]
-    assert remaining == recent + undelivered
-    assert not set(old) & set(remaining)
+    wall[0] = NOW + 899.9
+    clock.t += 5
+    sender.drain_once(timeout=0)
+    assert transport.sent_msg_ids() == before
 
+    wall[0] = NOW + 900
+    clock.t += 5
+    sender.drain_once(timeout=0)
+    after = fill(db, 2)
+    sender.drain_once(timeout=0)
 
-@pytest.mark.parametrize(
-    ("batch_size", "retention_days"),
-    [(0, 7), (10, 0), (True, 7), (10, 1.5)],
-)
-def test_bad_settings_are_refused(db: Database, batch_size: object, retention_days: object) -> None:
-    with pytest.raises(ValueError):
-        OutboxSender(db, FakeTransport(), batch_size, retention_days, topics=TOPICS)  # type: ignore[arg-type]
+    sent = transport.sent_msg_ids()
+    released = sent[2:32]
+    assert sorted(released) == sorted(held_ids)
+    assert released != held_ids  # 30! orders: the redemption order survives with odds 1 in 2.6e32
+    assert sent[32:] == after
+    payloads = [json.loads(payload) for _t, payload, _q, _r in transport.sent[2:32]]
+    assert {p["sent_at"] for p in payloads} == {NOW + 900}
+    assert depth(db).pending == 0

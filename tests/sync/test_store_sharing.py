@@ -26,7 +26,8 @@ from agent.contract.topics import Topics
 from agent.coupons.ledger import Ledger
 from agent.coupons.token import Coupon, Verification, VerifyResult, issue_token, new_serial, verify_token
 from agent.runtime.syncing import share_store_redemptions
-from agent.storage.database import fetch_all, open_database
+from agent.storage.database import fetch_all, open_database, transaction
+from agent.storage.outbox import held
 from agent.sync.dispatch import Dispatcher
 from agent.sync.mqtt import PahoTransport
 from agent.sync.service import SyncService
@@ -163,9 +164,9 @@ def test_the_store_report_goes_to_the_store_topic_with_qos_1_not_retained(tmp_pa
         "schema": "store_redeemed.v1",
         "msg_id": message["msg_id"],
         "device": "till-1",
-        "sent_at": NOW,
+        "sent_at": NOW // 60 * 60,  # the minute only, never the exact time
         "serial": coupon.serial_hex,
-        "redeemed_at": NOW,
+        "redeemed_at": NOW // 60 * 60,
     }
 
 
@@ -206,6 +207,15 @@ class Device:
     def undelivered(self) -> int:
         return int(fetch_all(self.ledger.db, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")[0][0])
 
+    def held(self) -> int:
+        """Settlement records waiting for the close of their window."""
+        return held(self.ledger.db)
+
+    def close_windows(self) -> None:
+        """Let the settlement windows close now (the hold ends; the sender releases them)."""
+        with transaction(self.ledger.db):
+            self.ledger.db.execute("UPDATE outbox SET not_before = 0 WHERE not_before IS NOT NULL")
+
 
 @pytest.fixture
 def store(mosquitto: Broker, tmp_path: Path) -> Iterator[dict[str, Device]]:
@@ -242,7 +252,7 @@ def test_a_serial_redeemed_on_one_device_is_refused_later_on_the_other(store: di
     again = till2.ledger.redeem(verified(coupon), "cli")
     assert again.result is VerifyResult.ALREADY_REDEEMED
     assert not again.redeemed
-    assert wait_until(lambda: till1.undelivered() == 0 and till2.undelivered() == 0)
+    assert wait_until(lambda: till1.undelivered() == till1.held() == 1 and till2.undelivered() == 0)
     assert till1.conflicts() == [] and till2.conflicts() == []
     assert till1.sharing.received == 0  # its own report came back and was ignored
 
@@ -265,5 +275,7 @@ def test_a_double_use_while_offline_is_recorded_as_a_conflict_on_both_devices(
     assert conflict_count(till1.ledger.db) == 1
     assert till1.sharing.conflicts_found >= 1
     assert till2.sharing.conflicts_found >= 1
-    # Both settlement records still leave the device: the platform sees the serial twice.
+    # Both settlement records still leave the device at their window's close: the platform sees the serial twice.
+    till1.close_windows()
+    till2.close_windows()
     assert wait_until(lambda: till1.undelivered() == 0 and till2.undelivered() == 0)
