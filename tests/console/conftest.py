@@ -16,8 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from textual import events
+from textual.geometry import Region
 from textual.keys import _character_to_key
 from textual.pilot import Pilot
+from textual.widget import Widget
 
 from agent.config import AgentConfig, parse_config
 from agent.console.app import ConsoleApp, make_console
@@ -130,6 +132,12 @@ async def type_text(pilot: Pilot[Any], text: str) -> None:
     """Keys one by one, as a keyboard-wedge scanner or a person sends them."""
     for char in text:
         await pilot.press(char)
+
+
+def shown_text(widget: Widget) -> str:
+    """What a widget shows on screen, as plain text lines."""
+    size = widget.region.size
+    return "\n".join(strip.text.strip() for strip in widget.render_lines(Region(0, 0, size.width, size.height)))
 
 
 async def scan(pilot: Pilot[Any], text: str) -> None:
