@@ -203,10 +203,10 @@ def _database(config: AgentConfig, db: str | None) -> Path:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from agent.console.app import make_console
+    from agent.console.app import run_console
 
     config = _load(args.config)
-    make_console(_database(config, args.db), config).run()
+    run_console(_database(config, args.db), config)
     return EXIT_OK
 
 

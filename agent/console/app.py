@@ -18,6 +18,7 @@ from pathlib import Path
 from textual import events, work
 from textual.app import App
 from textual.binding import Binding
+from textual.logging import TextualHandler
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -66,7 +67,7 @@ class ConsoleApp(App[None]):
         Binding("f6", "show('manager')", "Manager"),
         Binding("f7", "show('audit')", "Audit"),
         Binding("f10", "sign_out", "Sign out"),
-        Binding("ctrl+q", "quit", "Quit", show=False),
+        Binding("ctrl+q", "quit", "Quit"),
     ]
 
     member: reactive[StaffMember | None] = reactive(None, bindings=True)
@@ -122,11 +123,17 @@ class ConsoleApp(App[None]):
     # Navigation
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the screens (False) until someone signs in, and the manager screens from staff.
+
+        Quitting is for the sign-in screen: a member signs out first, so every session's end is audited.
+        """
+        if action == "quit":
+            return self.member is None
         if action in ("show", "sign_out"):
             if self.member is None:
-                return None
+                return False
             if action == "show" and parameters and parameters[0] in ("manager", "audit"):
-                return True if self.member.is_manager else None
+                return self.member.is_manager
         return True
 
     def action_show(self, name: str) -> None:
@@ -191,3 +198,14 @@ def make_console(
         export_dir=export_dir or Path(db_path).parent / "exports",
     )
     return ConsoleApp(settings)
+
+
+def run_console(db_path: Path, config: AgentConfig) -> None:
+    """Run the console in this terminal; log records go to Textual's log, not over the screen."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [TextualHandler(stderr=False)]
+    try:
+        make_console(db_path, config).run()
+    finally:
+        root.handlers = saved

@@ -92,7 +92,7 @@ def config(tmp_path: Path) -> AgentConfig:
         {
             "device": {"id": "till-1", "state_dir": str(tmp_path / "state")},
             "coupons": {"store": STORE, "issuer_keys": {"7": base64.b64encode(public).decode()}},
-            "console": {"idle_lock_s": 60, "max_failed_sign_ins": 3, "lockout_s": 300},
+            "console": {"idle_lock_s": 60, "max_failed_sign_ins": 3, "lockout_s": 300, "refresh_s": 0.5},
         }
     )
 

@@ -81,7 +81,7 @@ async def test_today_shows_counts_below_the_threshold_as_less_than_11_and_refres
         assert "Redemptions today: <11 · Conversion: n/a (a count is below 11)" in text_of(console, "#today-summary")
 
         store_traffic(db_path, entries=40, occupancy=12.0)  # the agent rewrites the minute meanwhile
-        console.app.screen.refresh_figures()
+        await pilot.pause(config.console.refresh_s * 3)  # the screen's timer reads again, nobody presses a key
         await settle(pilot)
         assert "40" in text_of(console, "#today-lines")
         assert "12" in text_of(console, "#today-zones")
@@ -105,7 +105,7 @@ async def test_device_says_plainly_when_the_agent_is_not_running_and_shows_its_l
         assert "dropped frames 17" in details and "outbox 12 waiting, oldest 95 s" in details
 
         store_status(db_path, updated_at=NOW - 1)  # the agent is back
-        console.app.poll_agent()
+        await pilot.pause(0.5 * 3)
         await settle(pilot)
         headline = text_of(console, "#device-headline")
         assert headline.startswith("✔ Agent running (pid 4242)")

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.reactive import reactive
 from textual.widgets import Input, Static
 
 from agent.console.export import parse_day, write_export
@@ -24,9 +25,11 @@ class ManagerScreen(ConsoleScreen):
     SCREEN_TITLE = "Manager"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]  # noqa: RUF012 (Textual reads this class attribute)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending_erase: str | None = None
+    pending_erase: reactive[str | None] = reactive(None, bindings=True)
+    """The serial waiting for its confirming Enter."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.pending_erase is not None if action == "cancel" else True
 
     def compose_body(self) -> ComposeResult:
         yield Static("[b]Erase a coupon[/b] (its records go; it stays refused). Serial, Enter:", classes="section")

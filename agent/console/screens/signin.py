@@ -77,6 +77,9 @@ class SignInScreen(Screen[None]):
             self.query_one("#staff-id", Input).focus()
             self._say("Type your staff id first.", "error")
             return
+        if not pin:
+            self._say("Type your PIN, then Enter.", "error")
+            return
         self._say("… checking", "")
         self._attempt(staff_id, pin)
 
