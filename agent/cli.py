@@ -207,6 +207,39 @@ def cmd_view(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _database(config: AgentConfig, db: str | None) -> Path:
+    path = Path(db) if db else config.database_path
+    if not path.is_file():
+        raise UsageError(f"no database at {path}: start the agent with this config first (or name it with --db)")
+    return path
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from agent.console.app import run_console
+
+    config = _load(args.config)
+    run_console(_database(config, args.db), config)
+    return EXIT_OK
+
+
+def cmd_staff(args: argparse.Namespace) -> int:
+    from agent.storage.database import open_database
+    from agent.storage.staff import add_staff
+
+    config = _load(args.config)
+    path = _database(config, args.db)
+    pin = sys.stdin.readline().strip()
+    db = open_database(path)
+    try:
+        add_staff(db, args.id, args.role, pin, _actor(args.actor))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        db.close()
+    print(f"{args.role} {args.id} added; they sign in to the console with their PIN")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retail-agent", description="The in-store agent for retail devices.")
     parser.add_argument("--version", action="version", version=f"retail-agent {__version__}")
@@ -298,6 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="database for the audit record (default: the config's state directory)")
     p.add_argument("--actor", default="cli", help="who looks, as ROLE or ROLE:ID (for the audit log)")
     p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("console", help="the staff console: sign in, redeem, today's figures, device, manager tools")
+    p.add_argument("--config", help="the agent's TOML config (coupon keys, display threshold, console settings)")
+    p.add_argument("--db", help="database file (default: the config's state directory)")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("staff", help="manage who may sign in to the staff console")
+    ssub = p.add_subparsers(dest="staff_command", required=True, metavar="ACTION")
+    a = ssub.add_parser("add", help="add a staff member or manager; the PIN (4-12 digits) is read from standard input")
+    a.add_argument("--id", required=True, help="staff id: 1-64 letters, digits, '_', '.', '-' (no names)")
+    a.add_argument("--role", required=True, choices=["staff", "manager"])
+    a.add_argument("--actor", default="cli", help="who adds them, as ROLE or ROLE:ID (for the audit log)")
+    a.add_argument("--config", help="TOML config file")
+    a.add_argument("--db", help="database file (default: the config's state directory)")
+    p.set_defaults(func=cmd_staff)
 
     p = sub.add_parser("check-config", help="validate a config file and report every bad key")
     p.add_argument("file")

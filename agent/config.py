@@ -308,6 +308,15 @@ class RuntimeConfig(_Section):
         return self
 
 
+class ConsoleConfig(_Section):
+    """The staff console: when an idle session locks, how sign-in failures lock it, how often it refreshes."""
+
+    idle_lock_s: float = Field(default=120.0, ge=10, le=86_400)
+    max_failed_sign_ins: int = Field(default=5, ge=1, le=100)
+    lockout_s: float = Field(default=300.0, ge=10, le=86_400)
+    refresh_s: float = Field(default=2.0, ge=0.5, le=600)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -323,6 +332,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig | None = None
     sync: SyncConfig = Field(default_factory=SyncConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property

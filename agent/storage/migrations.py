@@ -453,3 +453,26 @@ def _coupon_expiry(db: Database) -> None:
     """
     db.execute("ALTER TABLE redemptions ADD COLUMN expires INTEGER")
     db.execute("ALTER TABLE erased_coupons ADD COLUMN expires INTEGER")
+
+
+@MIGRATIONS(name="0011_staff")
+def _staff(db: Database) -> None:
+    """Staff who may sign in to the console: a role and a salted scrypt hash of their PIN, never the PIN.
+
+    Failed sign-ins and console locks are audit rows (``sign_in``, ``console_lock``); the index lets
+    the console find the latest of them quickly.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS staff (
+            id TEXT PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 64),
+            role TEXT NOT NULL CHECK (role IN ('staff', 'manager')),
+            pin_hash BLOB NOT NULL,
+            salt BLOB NOT NULL,
+            kdf TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            disabled_at REAL
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS audit_action_t ON audit (action, t)")
