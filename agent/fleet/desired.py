@@ -3,7 +3,8 @@
 The document is checked with the same validator as the file the agent was started with
 (``agent.config.load_config``, which also resolves relative paths against the config's folder and
 checks the files it names), from a temporary file beside the config. Only a valid document that
-keeps ``[device]`` and ``storage.database`` (which need a restart) replaces the file: fsync,
+keeps ``[device]`` and ``storage.database`` (which need a restart) and ``[fleet]`` (without it the
+device could take no further command) replaces the file: fsync,
 rename over it, fsync the folder. A rejected document leaves the file untouched.
 """
 
@@ -92,6 +93,8 @@ def write_desired(body: ConfigBody, config_path: Path, current: AgentConfig) -> 
             raise ConfigRejected(
                 [ConfigProblem("device", "", "[device] and storage.database change only with a restart")]
             )
+        if current.fleet is not None and new.fleet is None:
+            raise ConfigRejected([ConfigProblem("fleet", "", "a desired config must keep [fleet] (it came by fleet)")])
         os.replace(tmp, config_path)
     finally:
         tmp.unlink(missing_ok=True)
