@@ -317,6 +317,43 @@ class ConsoleConfig(_Section):
     refresh_s: float = Field(default=2.0, ge=0.5, le=600)
 
 
+class FleetConfig(_Section):
+    """Signed fleet commands: the key they must be signed with and the fleet groups this device is in."""
+
+    public_key: str = Field(
+        description="The fleet's Ed25519 public key (raw 32 bytes, standard base64). A key rotated by a "
+        "signed fleet command is kept in the database and wins over this one."
+    )
+    groups: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Fleet groups this device takes commands for (retail/v1/{tenant}/_fleet/{group}/cmd/#).",
+    )
+
+    @field_validator("public_key")
+    @classmethod
+    def _ed25519(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not standard base64") from None
+        if len(raw) != 32:
+            raise ValueError(f"a raw Ed25519 public key is 32 bytes, got {len(raw)}")
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: list[str]) -> list[str]:
+        for group in value:
+            if not NAME_PATTERN.match(group):
+                raise ValueError(f"group {group[:70]!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    def key(self) -> bytes:
+        """The configured fleet public key, raw 32 bytes."""
+        return base64.b64decode(self.public_key)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -330,6 +367,7 @@ class AgentConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     coupons: CouponsConfig = Field(default_factory=CouponsConfig)
     mqtt: MqttConfig | None = None
+    fleet: FleetConfig | None = None
     sync: SyncConfig = Field(default_factory=SyncConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)

@@ -24,6 +24,14 @@ from provisioning.coupons import (
     parse_time,
 )
 from provisioning.enrol import Device, ExternalIdentity, enroll
+from provisioning.fleet import (
+    FleetToolError,
+    build_command,
+    command_topic,
+    generate_fleet_key,
+    send_command,
+    sign,
+)
 from provisioning.install import InstallError, InstallOptions, install
 from provisioning.pki import CERT_MODE, DevCa, PkiError, write_atomic
 
@@ -195,6 +203,50 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fleet_keygen(args: argparse.Namespace) -> int:
+    files = generate_fleet_key(Path(args.out))
+    print(f"fleet private key (keep it offline, mode 0600): {files.private_key}")
+    print(f"agent config snippet: {files.config_snippet}")
+    print(files.config_snippet.read_text(encoding="utf-8"), end="")
+    return EXIT_OK
+
+
+def cmd_fleet_send(args: argparse.Namespace) -> int:
+    host, sep, port_text = args.broker.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise FleetToolError(f"--broker must be HOST:PORT, got {args.broker!r}")
+    command = build_command(
+        tenant=args.tenant,
+        target=args.target,
+        command_type=args.type,
+        body=args.body,
+        command_id=args.id,
+        ttl_s=args.ttl,
+    )
+    topic = command_topic(command, store=args.store, group=args.group)
+    payload = sign(command, Path(args.key))
+    print(f"command {command.id} ({command.type}) for {command.target} on {topic}")
+    statuses = send_command(
+        payload,
+        topic,
+        host=host,
+        port=int(port_text),
+        wait_job=(command.tenant, command.id) if args.wait else None,
+        timeout_s=args.timeout,
+        on_status=lambda s: print(
+            f"{s.get('device')}: {s.get('state')} v{s.get('version')}"
+            + (f" step={s['step']}" if s.get("step") else "")
+            + (f" reason={s['reason']}" if s.get("reason") else "")
+        ),
+    )
+    if args.wait:
+        final = statuses[-1].get("state") if statuses else None
+        if final != "SUCCEEDED":
+            print(f"job {command.id}: {final or 'no final status within --timeout'}", file=sys.stderr)
+            return EXIT_REFUSED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retail-provision",
@@ -356,6 +408,26 @@ def build_parser() -> argparse.ArgumentParser:
     bridge.add_argument("--out", required=True, metavar="FILE", help="the bridge section")
     bridge.add_argument("--central-acl", metavar="FILE", help="central ACL lines (default: OUT.central.acl)")
     bridge.set_defaults(func=cmd_broker_bridge)
+
+    fleet = areas.add_parser("fleet", help="the fleet key and signed fleet commands")
+    fleet_commands = fleet.add_subparsers(dest="command", required=True)
+    fkeygen = fleet_commands.add_parser("keygen", help="a new fleet key pair: fleet.key (0600) and fleet.toml")
+    fkeygen.add_argument("--out", required=True, metavar="DIR", help="folder for the key files")
+    fkeygen.set_defaults(func=cmd_fleet_keygen)
+    send = fleet_commands.add_parser("send", help="sign and publish one command; --wait for its job status")
+    send.add_argument("--key", required=True, metavar="FILE", help="the fleet private key (fleet.key)")
+    send.add_argument("--tenant", required=True)
+    send.add_argument("--target", required=True, metavar="device:D|store:S|group:G")
+    send.add_argument("--type", required=True, help="revoke, issuer_keys, erase, ping, config, fleet_key")
+    send.add_argument("--body", default="{}", metavar="JSON", help="the command body (a JSON object)")
+    send.add_argument("--broker", required=True, metavar="HOST:PORT")
+    send.add_argument("--store", help="the store of a device target (its topic level)")
+    send.add_argument("--group", help="the fleet group a store target is sent to")
+    send.add_argument("--id", help="the command (and job) id; default TYPE-<random>")
+    send.add_argument("--ttl", type=int, default=3600, metavar="S", help="seconds until it expires (default 3600)")
+    send.add_argument("--wait", action="store_true", help="wait for the job's final status")
+    send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="how long --wait waits")
+    send.set_defaults(func=cmd_fleet_send)
     return parser
 
 
@@ -368,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"retail-provision {args.area} {args.command}".rstrip()
     try:
         return int(args.func(args))
-    except (CouponToolError, PkiError, ValueError) as error:
+    except (CouponToolError, PkiError, FleetToolError, ValueError) as error:
         print(f"{name}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except InstallError as error:

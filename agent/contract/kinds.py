@@ -38,8 +38,10 @@ SCHEMA_KINDS: dict[str, MessageKind] = {
     "ledger.v1": MessageKind.LEDGER,
     "health.v1": MessageKind.HEALTH,
     "store_redeemed.v1": MessageKind.STORE_REDEEMED,
+    "jobs.v1": MessageKind.JOBS,
+    "config_reported.v1": MessageKind.CONFIG_REPORTED,
 }
-"""The kind each payload schema is sent as (schemas of ``jobs`` and ``config_reported`` come later)."""
+"""The kind each payload schema is sent as."""
 
 
 def kind_of_schema(schema: str) -> MessageKind | None:

@@ -353,6 +353,61 @@ class StoreRedeemed(Message):
     redeemed_at: UnixTime
 
 
+class JobState(StrEnum):
+    """The states of a fleet job (AWS IoT Jobs, plus ROLLED_BACK)."""
+
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REJECTED = "REJECTED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELED = "CANCELED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+JobStateValue = Annotated[JobState, Field(strict=False)]
+WORD_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+Word = Annotated[str, StringConstraints(pattern=WORD_PATTERN)]
+"""An identifier or enumerated word: a step, a reason code, a command type, a dotted config key path."""
+DetailValue = Annotated[int, Field(ge=-(2**53), le=2**53)] | bool | Word
+
+
+class JobStatus(Message):
+    """The execution status of one fleet job (topic ``jobs/{job_id}``).
+
+    ``version`` grows by one with every state change or step, also across restarts, so the platform
+    keeps the newest status whatever order deliveries arrive in. ``step`` names the stage a job is
+    in (e.g. ``applying``, ``verifying``), ``reason`` why it ended as it did, ``details`` a few
+    numbers or words about the result.
+    """
+
+    schema_id: Literal["jobs.v1"] = Field(default="jobs.v1", alias="schema")
+    job_id: Name
+    type: Word
+    state: JobStateValue
+    version: Annotated[int, Field(ge=1, lt=2**31)]
+    step: Word | None = None
+    reason: Word | None = None
+    details: Annotated[dict[Word, DetailValue], Field(max_length=16)] = Field(default_factory=dict)
+
+
+class ConfigReported(Message):
+    """The config a device applied, or why it rejected a desired one (topic ``config/reported``, retained).
+
+    ``desired_version`` is the operator's version of the desired document; ``config_version`` is the
+    hex sha256 of the config in force afterwards (as the birth reports it). A rejection lists the
+    bad keys as dotted key paths (``camera.lines.entrance.a``; ``_syntax`` for a document that is
+    not TOML); what is wrong with each is in the device's log. The previous config stays in force.
+    """
+
+    schema_id: Literal["config_reported.v1"] = Field(default="config_reported.v1", alias="schema")
+    desired_version: Annotated[int, Field(ge=0, lt=2**53)]
+    applied: bool
+    config_version: Hex64
+    problems: Annotated[list[Word], Field(max_length=MAX_CELLS)] = Field(default_factory=list)
+
+
 SCHEMAS: dict[str, type[Message]] = {
     "state.v1": StateReport,
     "traffic.v1": TrafficReport,
@@ -360,6 +415,8 @@ SCHEMAS: dict[str, type[Message]] = {
     "ledger.v1": LedgerRecord,
     "health.v1": HealthReport,
     "store_redeemed.v1": StoreRedeemed,
+    "jobs.v1": JobStatus,
+    "config_reported.v1": ConfigReported,
 }
 """Every payload model of the contract by its ``schema`` value."""
 

@@ -101,6 +101,14 @@ class Topics:
         """The subscription for signed commands to this device: ``{prefix}/cmd/#``."""
         return f"{self.prefix}/cmd/#"
 
+    def command(self, command_type: str) -> str:
+        """Where an operator publishes a command of ``command_type`` for this device: ``{prefix}/cmd/{type}``."""
+        return f"{self.prefix}/cmd/{check_segment(command_type, 'command type')}"
+
+    def fleet_cmd(self, group: str) -> str:
+        """The subscription for a fleet group's commands: ``retail/v1/{tenant}/_fleet/{group}/cmd/#``."""
+        return f"{fleet_prefix(self.tenant, group)}/cmd/#"
+
     @property
     def store_redeemed(self) -> str:
         """Serials redeemed anywhere in the store: ``retail/v1/{tenant}/{store}/_store/redeemed``."""
@@ -133,6 +141,11 @@ class Topics:
                 return self.config_reported
             case MessageKind.STORE_REDEEMED:
                 return self.store_redeemed
+
+
+def fleet_prefix(tenant: str, group: str) -> str:
+    """``retail/v1/{tenant}/_fleet/{group}``: where a fleet group's commands are published."""
+    return f"{ROOT}/{VERSION}/{check_segment(tenant, 'tenant')}/_fleet/{check_segment(group, 'group')}"
 
 
 def check_route(kind: MessageKind | str, route: str) -> MessageKind:

@@ -26,6 +26,7 @@ from pathlib import Path
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.runtime.components import Component, ComponentState, RestartBudget
 from agent.runtime.counting import TrafficService
+from agent.runtime.fleet import register_fleet
 from agent.runtime.logs import set_level
 from agent.runtime.periodic import aggregation, retention
 from agent.runtime.scanning import ScanService
@@ -143,6 +144,13 @@ class Runtime:
             self.supervisor.add(scanning, budget)
         if self.config.mqtt is not None:
             share_store_redemptions(self.dispatcher, self.config)
+            register_fleet(
+                self.dispatcher,
+                self.config,
+                current_config=lambda: self.config,
+                config_path=self.config_path,
+                request_reload=self.reload_requested.set,
+            )
             sync = self._sync_component(self.config)
             if sync is not None:
                 self.sync = sync

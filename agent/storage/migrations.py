@@ -476,3 +476,64 @@ def _staff(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX IF NOT EXISTS audit_action_t ON audit (action, t)")
+
+
+@MIGRATIONS(name="0012_fleet")
+def _fleet(db: Database) -> None:
+    """Fleet commands seen (replay refusal), the rotated fleet key, jobs, and the applied desired config.
+
+    ``fleet_commands_seen`` remembers every accepted command id until well past its expiry, so a
+    replay is refused even after a restart. ``fleet_key`` holds at most one row: the key a signed
+    rotation installed (it wins over the config's). ``fleet_jobs`` keeps each job's state, status
+    version and the command it runs, so a job survives a restart. ``fleet_config`` holds the last
+    desired config version applied.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS fleet_commands_seen (
+            id TEXT PRIMARY KEY CHECK (id <> ''),
+            expires_at REAL NOT NULL,
+            seen_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS fleet_commands_seen_expiry ON fleet_commands_seen (expires_at)")
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS fleet_key (
+            slot INTEGER PRIMARY KEY CHECK (slot = 1),
+            public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+            command_id TEXT NOT NULL,
+            changed_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS fleet_jobs (
+            job_id TEXT PRIMARY KEY CHECK (job_id <> ''),
+            type TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'REJECTED',
+                                                 'TIMED_OUT', 'CANCELED', 'ROLLED_BACK')),
+            version INTEGER NOT NULL CHECK (version >= 1),
+            step TEXT,
+            reason TEXT,
+            details TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(details)),
+            command TEXT NOT NULL CHECK (json_valid(command)),
+            expires_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS fleet_jobs_state ON fleet_jobs (state)")
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS fleet_config (
+            slot INTEGER PRIMARY KEY CHECK (slot = 1),
+            desired_version INTEGER NOT NULL CHECK (desired_version >= 0),
+            config_version TEXT NOT NULL,
+            applied_at REAL NOT NULL
+        )
+        """
+    )

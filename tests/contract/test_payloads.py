@@ -21,6 +21,7 @@ from agent.contract.payloads import (
     VERSION_PATTERN,
     DwellBin,
     ErrorKind,
+    JobState,
     LedgerRecord,
     Message,
     TrafficReport,
@@ -170,6 +171,21 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "errors": {"storage": 1, "camera": 2},
     },
     "store_redeemed.v1": {"serial": "fedcba9876543210fedcba9876543210", "redeemed_at": NOW},
+    "jobs.v1": {
+        "job_id": "cmd-0001",
+        "type": "revoke",
+        "state": "SUCCEEDED",
+        "version": 3,
+        "step": "applying",
+        "reason": None,
+        "details": {"serials": 2, "campaigns": 0},
+    },
+    "config_reported.v1": {
+        "desired_version": 7,
+        "applied": False,
+        "config_version": "ab" * 32,
+        "problems": ["camera.target_fps", "mqtt.port"],
+    },
 }
 
 
@@ -399,6 +415,25 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         }
     ),
     "store_redeemed.v1": st.fixed_dictionaries({"serial": hex32, "redeemed_at": times}),
+    "jobs.v1": st.fixed_dictionaries(
+        {
+            "job_id": names,
+            "type": names,
+            "state": st.sampled_from([state.value for state in JobState]),
+            "version": st.integers(1, 2**31 - 1),
+            "step": st.none() | names,
+            "reason": st.none() | names,
+            "details": st.dictionaries(names, counts | st.booleans() | names, max_size=16),
+        }
+    ),
+    "config_reported.v1": st.fixed_dictionaries(
+        {
+            "desired_version": st.integers(0, 2**40),
+            "applied": st.booleans(),
+            "config_version": st.text("0123456789abcdef", min_size=64, max_size=64),
+            "problems": st.lists(names, max_size=8),
+        }
+    ),
 }
 
 
