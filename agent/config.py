@@ -317,6 +317,17 @@ class ConsoleConfig(_Section):
     refresh_s: float = Field(default=2.0, ge=0.5, le=600)
 
 
+def ed25519_public_key(value: str) -> str:
+    """``value`` if it is a raw 32-byte Ed25519 public key in standard base64, else ValueError."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not standard base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"a raw Ed25519 public key is 32 bytes, got {len(raw)}")
+    return value
+
+
 class FleetConfig(_Section):
     """Signed fleet commands: the key they must be signed with and the fleet groups this device is in."""
 
@@ -333,13 +344,7 @@ class FleetConfig(_Section):
     @field_validator("public_key")
     @classmethod
     def _ed25519(cls, value: str) -> str:
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("not standard base64") from None
-        if len(raw) != 32:
-            raise ValueError(f"a raw Ed25519 public key is 32 bytes, got {len(raw)}")
-        return value
+        return ed25519_public_key(value)
 
     @field_validator("groups")
     @classmethod

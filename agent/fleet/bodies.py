@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.config import ed25519_public_key
 
 logger = logging.getLogger(__name__)
 
@@ -19,16 +20,6 @@ MAX_CONFIG_CHARS = 128 * 1024
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-def _raw_key(value: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("not standard base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"a raw Ed25519 public key is 32 bytes, got {len(raw)}")
-    return value
 
 
 class RevokeBody(_Body):
@@ -54,7 +45,7 @@ class IssuerKeyBody(_Body):
     @field_validator("public_key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        return None if value is None else _raw_key(value)
+        return None if value is None else ed25519_public_key(value)
 
     @model_validator(mode="after")
     def _key_with_add(self) -> IssuerKeyBody:
@@ -84,7 +75,7 @@ class FleetKeyBody(_Body):
     @field_validator("public_key")
     @classmethod
     def _key(cls, value: str) -> str:
-        return _raw_key(value)
+        return ed25519_public_key(value)
 
     def raw_key(self) -> bytes:
         return base64.b64decode(self.public_key)
