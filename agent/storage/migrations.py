@@ -537,3 +537,26 @@ def _fleet(db: Database) -> None:
         )
         """
     )
+
+
+@MIGRATIONS(name="0013_consultations")
+def _consultations(db: Database) -> None:
+    """Consultations a clerk logged: when, who logged it (staff id), category, outcome, minutes.
+
+    No shopper data and no free text: the category is a configured word, the outcome one of three
+    words, the duration whole minutes. The index serves the console's day lists and the aggregates.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS consultations (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL CHECK (device <> ''),
+            t REAL NOT NULL,
+            staff_id TEXT NOT NULL CHECK (length(staff_id) BETWEEN 1 AND 64),
+            category TEXT NOT NULL CHECK (length(category) BETWEEN 1 AND 32 AND category NOT GLOB '*[^a-z0-9_]*'),
+            outcome TEXT NOT NULL CHECK (outcome IN ('bought', 'will_return', 'not_interested')),
+            minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 1440)
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS consultations_t ON consultations (t)")
