@@ -280,6 +280,16 @@ class SyncConfig(_Section):
     grace_minutes: int = Field(default=5, ge=0, le=120)
     epsilon_per_day: float = Field(default=1.0, gt=0, le=10)
     contribution_cap: int = Field(default=1, ge=1, le=100)
+    consultation_reports: bool = Field(
+        default=True,
+        description="report consultations as noised counts per (category, outcome) cell in every window",
+    )
+    consultation_epsilon_per_day: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="the privacy budget of consultation counts per store-day, apart from the coupons' budget",
+    )
     display_threshold: int = Field(default=11, ge=1, le=1000)
     """Aggregate counts below this are shown as "<N" (see ``agent.contract.display.display_count``)."""
     health_interval_s: float = Field(default=60.0, ge=5, le=3600)
