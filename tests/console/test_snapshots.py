@@ -17,7 +17,7 @@ from agent.storage.audit import Actor, Role
 from agent.storage.consultations import log_consultation
 from agent.storage.database import open_database
 from tests.console.conftest import MANAGER_ID, MANAGER_PIN, NOW, STAFF_ID, Console, scan, settle, sign_in, token
-from tests.console.test_today_device import store_status, store_traffic
+from tests.console.test_today_device import MINUTE, store_status, store_traffic
 
 SIZE = (80, 24)
 Steps = Callable[[Pilot[Any]], Awaitable[None]]
@@ -49,6 +49,8 @@ async def at_sign_in(pilot: Pilot[Any]) -> None:
 @pytest.fixture
 def agent_data(db_path: Path, config: AgentConfig) -> Path:
     store_traffic(db_path, entries=40, occupancy=2.0)
+    store_traffic(db_path, entries=25, occupancy=1.0, minute=MINUTE - 7 * 86_400)  # the same weekday last week
+    store_traffic(db_path, entries=15, occupancy=1.0, minute=MINUTE - 7 * 86_400 - 3600)
     store_status(db_path, updated_at=NOW - 16)
     db = open_database(db_path)
     try:
