@@ -78,6 +78,11 @@ class Topics:
         return f"{self.prefix}/coupons"
 
     @property
+    def consultations(self) -> str:
+        """Noised consultation window aggregates per category and outcome."""
+        return f"{self.prefix}/consultations"
+
+    @property
     def ledger(self) -> str:
         """Redemption records for settlement."""
         return f"{self.prefix}/ledger"
@@ -131,6 +136,8 @@ class Topics:
                 return self.traffic
             case MessageKind.COUPONS:
                 return self.coupons
+            case MessageKind.CONSULTATIONS:
+                return self.consultations
             case MessageKind.LEDGER:
                 return self.ledger
             case MessageKind.HEALTH:

@@ -33,6 +33,7 @@ from agent.storage.database import StorageError, open_database, transaction
 from agent.storage.outbox import enqueue
 from agent.sync.aggregates import close_windows
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo
+from agent.sync.consultation_aggregates import close_consultation_windows
 from agent.sync.dispatch import Dispatcher
 from agent.sync.health import CpuMeter, PipelineCounters, collect_health
 from agent.sync.mqtt import WillSource
@@ -69,15 +70,19 @@ def run_aggregation_once(
     Returns the number of messages queued; safe to call as often as wanted (each window is
     released once). Works with or without a broker.
     """
-    return close_windows(
+    at = time.time() if now is None else now
+    queued = close_windows(
         db,
         topics.device,
         topics,
-        time.time() if now is None else now,
+        at,
         config.sync,
         list(config.camera.lines),
         list(config.camera.zones),
         offers=offers,
+    )
+    return queued + close_consultation_windows(
+        db, topics.device, at, config.sync, config.console.consultation_categories
     )
 
 
