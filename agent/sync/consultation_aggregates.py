@@ -34,10 +34,10 @@ from agent.sync.aggregates import (
     BUDGET_SLACK,
     LOOKBACK_S,
     WINDOW_CELL,
-    _get_state,
-    _is_released,
-    _record_cells,
-    _set_state,
+    get_state,
+    is_released,
+    record_cells,
+    set_state,
 )
 from agent.sync.dp import IntegerSource, as_fraction, noisy_count, system_rng
 
@@ -75,13 +75,13 @@ def close_consultation_windows(
 
 def _windows(db: Database, device: str, now: float, minutes: WindowMinutes, since: int, until: int) -> list[Window]:
     width = minutes * 60
-    if _get_state(db, CURSOR) is None:
+    if get_state(db, CURSOR) is None:
         first = fetch_all(db, "SELECT MIN(minute) FROM line_buckets WHERE device = ?", [device])[0][0]
         anchor = int(now if first is None else min(now, float(first)))
         with transaction(db):
-            if _get_state(db, CURSOR) is None:
-                _set_state(db, CURSOR, str(max(floor_to(anchor, width), since)))
-    start = ceil_to(int(_get_state(db, CURSOR) or 0), width)
+            if get_state(db, CURSOR) is None:
+                set_state(db, CURSOR, str(max(floor_to(anchor, width), since)))
+    start = ceil_to(int(get_state(db, CURSOR) or 0), width)
     if start < since:
         logger.warning("consultation windows from %d to %d are past the lookback: not released", start, since)
         start = since
@@ -104,8 +104,8 @@ def _release(
     cap = config.contribution_cap
     epsilon = as_fraction(config.consultation_epsilon_per_day)
     with transaction(db):
-        _set_state(db, CURSOR, str(window.end))
-        if _is_released(db, KIND, window):
+        set_state(db, CURSOR, str(window.end))
+        if is_released(db, KIND, window):
             return 0
         marker: dict[str, Any] = {"window_minutes": window.minutes, "cells": len(cells)}
         rows = fetch_all(db, "SELECT epsilon_spent FROM consultation_budget WHERE day = ?", [window.day])
@@ -113,7 +113,7 @@ def _release(
         charge = Fraction(0) if rows else epsilon  # one charge covers every window of the day
         if spent + charge > epsilon * (1 + Fraction(BUDGET_SLACK)):
             marker["withheld"] = "budget"
-            _record_cells(db, KIND, window, {WINDOW_CELL: marker}, None, now)
+            record_cells(db, KIND, window, {WINDOW_CELL: marker}, None, now)
             logger.warning("withheld consultation window %d: the budget of %s is spent", window.start, window.day)
             return 0
         true_counts = {
@@ -147,7 +147,7 @@ def _release(
         msg_id = enqueue(db, MessageKind.CONSULTATIONS, report, qos=1, now=now)
         marker["epsilon"] = float(epsilon)
         values = {f"category:{c.category}/outcome:{c.outcome}": c.count for c in released}
-        _record_cells(db, KIND, window, {WINDOW_CELL: marker, **values}, msg_id, now)
+        record_cells(db, KIND, window, {WINDOW_CELL: marker, **values}, msg_id, now)
         db.execute(
             "INSERT INTO consultation_budget (day, epsilon_spent) VALUES (?, ?) ON CONFLICT (day)"
             " DO UPDATE SET epsilon_spent = epsilon_spent + excluded.epsilon_spent",
