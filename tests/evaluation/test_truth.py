@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig, ConfigError
-from agent.evaluation import accuracy, load_truth, score
+from agent.evaluation import evaluate, load_truth
+from agent.evaluation.scores import accuracy
 from agent.vision.count import CountReport, count_video
 from agent.vision.pipeline import build_pipeline
 from agent.vision.source import parse_source
@@ -17,7 +18,6 @@ a = [0, 100]
 b = [200, 100]
 in = 10
 out = 6
-crossings = []
 
 [lines.side]
 a = [50, 0]
@@ -48,7 +48,7 @@ def test_truth_file_loads_lines_and_zones(tmp_path: Path) -> None:
 def test_accuracy_is_one_minus_total_error_over_total_truth(tmp_path: Path) -> None:
     path = tmp_path / "truth.toml"
     path.write_text(TRUTH)
-    result = score(
+    result = evaluate(
         load_truth(path),
         report({"door": {"in": 11, "out": 5}, "side": {"in": 4, "out": 1}}, [2, 3, 1]),
     )
@@ -89,7 +89,7 @@ def _evaluate(video: Path, model: str):
             "camera": config.camera.model_copy(update={"lines": truth.line_configs(), "zones": truth.zone_configs()})
         }
     )
-    return score(truth, count_video(parse_source(str(video)), build_pipeline(config, model)))
+    return evaluate(truth, count_video(parse_source(str(video)), build_pipeline(config, model)))
 
 
 @pytest.mark.integration
@@ -107,3 +107,47 @@ def test_yolox_nano_counts_the_sample_clip_within_target(vtest_path: Path, yolox
     """Target: line-crossing accuracy of at least 97 % with YOLOX-Nano on the hand-made truth."""
     result = _evaluate(vtest_path, str(yolox_path))
     assert result.line_accuracy >= 0.97, result.describe()
+
+
+def test_crossings_load_sorted_by_frame(tmp_path: Path) -> None:
+    path = tmp_path / "truth.toml"
+    path.write_text(
+        "[lines.door]\na = [0, 100]\nb = [200, 100]\nin = 1\nout = 1\n"
+        'crossings = [{ frame = 40, direction = "out" }, { frame = 7, direction = "in" }]\n'
+    )
+    (door,) = load_truth(path).lines
+    assert door.frames("in") == (7,)
+    assert door.frames("out") == (40,)
+
+
+@pytest.mark.parametrize(
+    ("crossings", "key"),
+    [
+        pytest.param('[{ frame = 7, direction = "in" }]', "lines -> door -> crossings", id="disagrees-with-totals"),
+        pytest.param(
+            '[{ frame = -3, direction = "in" }, { frame = 8, direction = "out" }]',
+            "lines -> door -> crossings -> 0 -> frame",
+            id="negative-frame",
+        ),
+        pytest.param(
+            '[{ frame = 3, direction = "up" }, { frame = 8, direction = "out" }]',
+            "lines -> door -> crossings -> 0 -> direction",
+            id="bad-direction",
+        ),
+        pytest.param('"many"', "lines -> door -> crossings", id="not-a-list"),
+    ],
+)
+def test_bad_crossings_name_the_key(tmp_path: Path, crossings: str, key: str) -> None:
+    path = tmp_path / "truth.toml"
+    path.write_text(f"[lines.door]\na = [0, 100]\nb = [200, 100]\nin = 1\nout = 1\ncrossings = {crossings}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_truth(path)
+    assert key in {p.path for p in caught.value.problems}
+
+
+def test_bad_zone_sample_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "truth.toml"
+    path.write_text('[zones.hall]\npolygon = [[0, 0], [9, 0], [9, 9]]\nsamples = [{ frame = 3, count = "two" }]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_truth(path)
+    assert {p.path for p in caught.value.problems} == {"zones -> hall -> samples -> 0 -> count"}
