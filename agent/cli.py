@@ -79,11 +79,12 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.evaluation import evaluate_file
+    from agent.evaluation import DEFAULT_TOLERANCE, evaluate_file
     from agent.geometry_args import with_family
 
     config = with_family(_load(args.config), args.family)
-    result = evaluate_file(config, Path(args.truth), Path(args.video), args.model, args.tolerance, args.frames)
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    result = evaluate_file(config, Path(args.truth), Path(args.video), args.model, tolerance, args.frames)
     print(json.dumps(result.to_json()) if args.json else result.describe())
     return EXIT_OK
 
@@ -288,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerance",
         type=_tolerance,
-        default=10,
-        help="frames a counted crossing may be from a true one to match it (default 10)",
+        help="frames a counted crossing may be from a true one to match it (default 10: 1 s at 10 fps)",
     )
     p.add_argument(
         "--frames",

@@ -134,12 +134,13 @@ class Section:
 
     def describe(self) -> list[str]:
         title = "whole clip" if self.frames is None else f"frames {self.frames}"
-        rows = [f"{title}:", f"  {'line':<16}{'in':>11}{'out':>11}{'accuracy':>10}   {'P/R/F1 in':<17}P/R/F1 out"]
+        width = max([len("line"), *(len(s.name) for s in self.lines)]) + 2
+        rows = [f"{title}:", f"  {'line':<{width}}{'in':>11}{'out':>11}{'accuracy':>10}   {'P/R/F1 in':<17}P/R/F1 out"]
         for s in self.lines:
-            prf = ["   ".join(_prf(e) for e in s.events)] if s.events is not None else ["(no crossings listed)"]
+            prf = "   ".join(_prf(e) for e in s.events) if s.events is not None else "(no crossings listed)"
             rows.append(
-                f"  {s.name:<16}{s.counted[0]:>4} of {s.expected[0]:<3}{s.counted[1]:>4} of {s.expected[1]:<3}"
-                f"{s.accuracy:>10.1%}   {prf[0]}"
+                f"  {s.name:<{width}}{s.counted[0]:>4} of {s.expected[0]:<3}{s.counted[1]:>4} of {s.expected[1]:<3}"
+                f"{s.accuracy:>10.1%}   {prf}"
             )
         rows.append(f"  line accuracy (1 - sum|error| / sum truth): {self.line_accuracy:.1%}")
         events = self.events
