@@ -45,13 +45,13 @@ def evaluate_file(
     camera = config.camera.model_copy(update={"lines": truth.line_configs(), "zones": truth.zone_configs()})
     pipeline = build_pipeline(config.model_copy(update={"camera": camera}), model)
     crossings: list[PredictedCrossing] = []
-    last = [0]
+    last_frame = 0
 
     def collect(result: FrameResult) -> None:
-        # The end of the stream (index -1) reports what is still open at the last frame.
-        frame = result.index if result.index >= 0 else last[0]
-        last[0] = frame
-        crossings.extend(PredictedCrossing(frame, c.line, c.direction) for c in result.crossings)
+        nonlocal last_frame
+        # The end of the stream (index -1) reports what was still open at the last frame.
+        last_frame = result.index if result.index >= 0 else last_frame
+        crossings.extend(PredictedCrossing(last_frame, c.line, c.direction) for c in result.crossings)
 
     report = count_video(file_source(video), pipeline, on_result=collect)
     return evaluate(truth, report, crossings, tolerance, ranges)
