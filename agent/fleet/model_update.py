@@ -184,6 +184,8 @@ class ModelUpdates:
     def resume(self, db: Database, job: jobs.Job, now: float) -> bool:
         """After a restart: resume a download, or end a job interrupted later; True when handled."""
         device = self.config().device.id
+        if self._running is not None and self._running.job_id == job.job_id:
+            return True  # already running in this process
         if job.step in ("downloading", "verifying") and now < job.expires_at:
             try:
                 command = from_document(job.command)

@@ -280,17 +280,27 @@ class Runtime:
             logger.info("config reloaded: nothing changed")
             return True
         try:
-            detector = build_detector(new, self.model) if "detector" in changed else None
+            detector = self._reloaded_detector(new) if "detector" in changed else None
         except ModelError as exc:
             logger.error("config not reloaded: detector: %s; the running config stays in force", exc)
             return False
         self.config = new
         self.status.config = new
+        if detector is not None:
+            self.models.current = detector
         if "logging" in changed:
             set_level(new.logging.level)
         self._replace_components(old, new, changed, detector)
         logger.info("config reloaded: %s changed", ", ".join(sorted(changed)))
         return True
+
+    def _reloaded_detector(self, new: AgentConfig) -> Detector:
+        """The detector for a changed ``[detector]``: a delivered model in use stays (with the new settings)."""
+        if self.model is None:
+            delivered = active_detector(new)
+            if delivered is not None:
+                return delivered
+        return build_detector(new, self.model)
 
     def _replace_components(
         self, old: AgentConfig, new: AgentConfig, changed: set[str], detector: Detector | None
