@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config import AgentConfig
-from agent.fleet.active_model import ActiveModel, model_path, read_active, write_active
+from agent.fleet.active_model import ActiveModel, model_path, models_dir, read_active, write_active
 from agent.runtime.counting import TrafficService
 from agent.vision.detector import Detector
 from agent.vision.models import ModelError, ModelSpec, load_manifest, resolve_model
@@ -172,6 +172,19 @@ class RuntimeModels:
             activated_at=time.time(),
             previous=previous,
         )
-        write_active(self.runtime.config.device.state_dir, record)
+        state_dir = self.runtime.config.device.state_dir
+        write_active(state_dir, record)
         self._previous, self._candidate = None, None
         self.runtime.announce_model(spec)
+        prune_delivered(state_dir, keep={spec.sha256, previous or ""})
+
+
+def prune_delivered(state_dir: Path, keep: set[str]) -> list[Path]:
+    """Delete delivered models other than those in ``keep`` (the one in use and the one before); the paths removed."""
+    removed = []
+    for path in sorted(models_dir(state_dir).glob("*.onnx")):
+        if len(path.stem) == 64 and path.stem not in keep:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            logger.info("delivered model %s removed (neither in use nor the one before)", path.name)
+    return removed
