@@ -207,10 +207,20 @@ class ModelUpdates:
         running = self._running
         if running is None:
             return
-        if running.swapped_at is None:
-            self._download(db, running, now)
-        else:
-            self._watch_rate(db, running, now)
+        try:
+            if running.swapped_at is None:
+                self._download(db, running, now)
+            else:
+                self._watch_rate(db, running, now)
+        except Exception:
+            # Whatever went wrong, the job ends and the model counting with is the one before.
+            logger.exception("model job %s failed on the device", running.job_id)
+            if self._running is running:
+                swapped = running.swapped_at is not None or running.notes.get("swapped", 0) == 1
+                if swapped and self.host is not None:
+                    self.host.roll_back()
+                state = JobState.ROLLED_BACK if swapped else JobState.FAILED
+                self._end(db, running, state, "device_error", {}, now)
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -269,6 +279,7 @@ class ModelUpdates:
             jobs.transition(db, device, running.job_id, JobState.IN_PROGRESS, step="health_check", now=now)
         running.rate_before = self.host.frame_rate()
         self.host.swap_to_candidate()
+        running.notes["swapped"] = 1
         problem = self.host.check_reference()
         if problem is not None:
             logger.error(

@@ -82,6 +82,7 @@ class Subscriptions:
 
 
 def setup(tmp_path: Path, host: ScriptedHost, clock: list[float]) -> tuple[FleetAgent, AgentConfig, Subscriptions]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "agent.toml"
     path.write_text(device_toml(tmp_path / "state").replace("groups = []", "groups = []\nmodel_check_s = 5"))
     config = load_config(path)
@@ -184,3 +185,38 @@ def test_a_restart_during_the_health_check_leaves_the_previous_model_and_rolls_b
     job = state_of(restarted, "cut")
     assert job.state is JobState.ROLLED_BACK and job.reason == "interrupted"
     assert again.current == "0" * 64 and again.events == []
+
+
+class BrokenHost(ScriptedHost):
+    def __init__(self, clock: list[float], breaks: str) -> None:
+        super().__init__(clock)
+        self.breaks = breaks
+
+    def load_candidate(self, path: Path, name: str, family: str | None, licence: str | None) -> None:
+        if self.breaks == "load":
+            raise RuntimeError("the runtime broke while loading")
+        super().load_candidate(path, name, family, licence)
+
+    def check_reference(self) -> str | None:
+        if self.breaks == "check":
+            raise RuntimeError("the runtime broke while checking")
+        return None
+
+
+def test_an_unexpected_error_ends_the_job_and_puts_the_previous_model_back_once_swapped(tmp_path: Path) -> None:
+    clock = [100.0]
+    for breaks, state, events in (
+        ("load", JobState.FAILED, []),
+        ("check", JobState.ROLLED_BACK, ["load", "swap", "roll_back"]),
+    ):
+        host = BrokenHost(clock, breaks)
+        agent, _config, subs = setup(tmp_path / breaks, host, clock)
+        data = os.urandom(2 * CHUNK)
+        agent.process(TOPIC, model_command(data, f"broken-{breaks}"), NOW)
+        deliver(subs, data)
+        agent(NOW)
+        job = state_of(agent, f"broken-{breaks}")
+        assert job.state is state and job.reason == "device_error"
+        assert host.events == events
+        agent(NOW + 1)  # nothing left running
+        assert not agent.models.busy
