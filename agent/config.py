@@ -378,6 +378,25 @@ class FleetConfig(_Section):
         max_length=32,
         description="Fleet groups this device takes commands for (retail/v1/{tenant}/_fleet/{group}/cmd/#).",
     )
+    model_check_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a model delivered by fleet must keep the pipeline's frame rate before it is kept.",
+    )
+    model_min_rate_ratio: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="The share of the frame rate before the swap a new model must keep during model_check_s; "
+        "below it the previous model is put back.",
+    )
+    reference_frame: FilePath | None = Field(
+        default=None,
+        description="An image (relative to the config's folder) with at least one person, for a new model's "
+        "reference inference; without it the last frame the running model saw a person in is used "
+        "(kept in memory only).",
+    )
 
     @field_validator("public_key")
     @classmethod
@@ -520,7 +539,12 @@ def _with_files(config: AgentConfig, folder: Path) -> AgentConfig:
         mqtt = mqtt.model_copy(
             update={key: resolve(value, secrets_folder) for key, value in files.items() if value is not None}
         )
-    return config.model_copy(update={"device": device, "camera": camera, "coupons": coupons, "mqtt": mqtt})
+    fleet = config.fleet
+    if fleet is not None and fleet.reference_frame is not None:
+        fleet = fleet.model_copy(update={"reference_frame": resolve(fleet.reference_frame, folder)})
+    return config.model_copy(
+        update={"device": device, "camera": camera, "coupons": coupons, "mqtt": mqtt, "fleet": fleet}
+    )
 
 
 def _resolve_source(value: str | int, folder: Path) -> str | int:
@@ -536,6 +560,10 @@ def _file_problems(config: AgentConfig) -> list[ConfigProblem]:
             reason = missing_video_file(Path(str(value)))
             if reason:
                 problems.append(ConfigProblem(key, repr(value), reason))
+    if config.fleet is not None and config.fleet.reference_frame is not None:
+        reason = unreadable(config.fleet.reference_frame)
+        if reason:
+            problems.append(ConfigProblem("fleet -> reference_frame", repr(str(config.fleet.reference_frame)), reason))
     if config.mqtt is not None:
         for key in _SECRET_FILES:
             path = getattr(config.mqtt, key)

@@ -23,7 +23,7 @@ from agent.contract.kinds import MessageKind
 from agent.contract.payloads import ConfigReported, JobState
 from agent.fleet import jobs, keys, replay
 from agent.fleet.actions import DESK_TYPES, ping_details, run_desk_command
-from agent.fleet.bodies import BODIES, ConfigBody, FleetKeyBody, PingBody, _Body, parse_body
+from agent.fleet.bodies import BODIES, ConfigBody, FleetKeyBody, ModelBody, PingBody, _Body, parse_body
 from agent.fleet.commands import (
     MAX_COMMAND_BYTES,
     Command,
@@ -36,6 +36,7 @@ from agent.fleet.commands import (
     verify_signature,
 )
 from agent.fleet.desired import ConfigRejected, write_desired
+from agent.fleet.model_update import ModelHost, ModelUpdates, Subscriber
 from agent.storage import audit, outbox
 from agent.storage.audit import Actor, Outcome, Role
 from agent.storage.database import fetch_all, open_database, transaction
@@ -57,6 +58,8 @@ class FleetAgent:
         config_path: Path | None = None,
         request_reload: Callable[[], None] = lambda: None,
         max_pending: int = MAX_PENDING,
+        models: ModelHost | None = None,
+        subscriber: Subscriber | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -69,6 +72,7 @@ class FleetAgent:
         self._pruned_at = float("-inf")
         self.dropped = 0
         self.refused: dict[str, int] = {}
+        self.models = ModelUpdates(config, models, subscriber)
 
     # -- the network thread -------------------------------------------------------------------------
 
@@ -96,6 +100,7 @@ class FleetAgent:
                     break
                 topic, payload, size = self._pending.popleft()
             self.process(topic, payload, now, size=size)
+        self.models.tick(db, now)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
             with transaction(db):
                 replay.forget_expired(db, now)
@@ -177,6 +182,8 @@ class FleetAgent:
         device = config.device.id
         if isinstance(body, ConfigBody):
             return self._desired_config(db, config, command, body, now)
+        if isinstance(body, ModelBody):
+            return self.models.start(db, command.id, body, command.expires_at, now)
         with transaction(db):
             jobs.transition(db, device, command.id, JobState.IN_PROGRESS, step="applying", now=now)
         details: jobs.Details
@@ -256,6 +263,8 @@ class FleetAgent:
         config = self.config()
         device = config.device.id
         for job in jobs.unfinished(db):
+            if job.state is JobState.IN_PROGRESS and job.type == "model" and self.models.resume(db, job, now):
+                continue
             if job.state is JobState.QUEUED and now < job.expires_at:
                 try:
                     command = from_document(job.command)

@@ -127,6 +127,17 @@ class SyncService:
         self._errors: dict[str, int] = {}
         self.sender: OutboxSender | None = None
         self.transport: StartableTransport | None = None
+        self._birth: Birth | None = None
+
+    def rebirth(self, info: BirthInfo) -> None:
+        """Report ``info`` from now on: in a new birth at once when connected, and in every will and birth after."""
+        self._birth_info = info
+        birth, transport = self._birth, self.transport
+        if birth is None:
+            return
+        birth.info = info
+        if transport is not None and transport.connected:
+            birth.announce(transport)
 
     def start(self) -> None:
         """Start the service thread."""
@@ -169,6 +180,7 @@ class SyncService:
         transport: StartableTransport | None = None
         try:
             birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
+            self._birth = birth
             transport = self._connect(birth)
             self.dispatcher.subscribe_all(transport)
             sender = OutboxSender(db, transport, self.config.sync.batch_size, topics=self.topics)
