@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -12,6 +13,9 @@ from agent.counting.geometry import Point, cross, side
 logger = logging.getLogger(__name__)
 
 Direction = Literal["in", "out"]
+
+DEFAULT_HEIGHT = 100.0
+"""Box height (pixels) assumed for a track whose height is not given, for the band."""
 
 SEGMENT_TOLERANCE = 0.02
 """How far past an endpoint a crossing may pass and still count, as a fraction of the line length."""
@@ -64,6 +68,13 @@ class LineCounter:
     decision is kept while the change is pending. A person walking past the end of the segment
     still settles on the new side, so walking back round the end does not count either.
 
+    With ``band > 0`` a foot point closer to the line than ``band`` times its box height (given per
+    track in ``heights``; a track without one is taken as 100 px tall) is on neither side (side 0).
+    The bottom of a detected box is its least stable coordinate: a person standing on the line makes
+    it jitter across, and the band keeps that from counting. A crossing then needs the foot point to
+    leave the band on the other side and hold there; the segment test uses the step from the last
+    position outside the band on the settled side to the first one on the other side.
+
     With ``net=True`` crossings of one track cancel out (in then out is nothing) and the track
     yields at most one crossing: the sign of its net sum, emitted by the ``update`` call whose
     ``ended`` names the track, or by ``finish()`` for tracks still live at the end of the stream.
@@ -82,11 +93,16 @@ class LineCounter:
         *,
         net: bool = False,
         segment: bool = True,
+        band: float = 0.0,
     ) -> None:
         if a == b:
             raise ValueError(f"line {name!r}: endpoints must differ, both are ({a.x}, {a.y})")
         if hold < 1:
             raise ValueError(f"line {name!r}: hold must be at least 1 frame, got {hold}")
+        if not (math.isfinite(band) and band >= 0):
+            raise ValueError(f"line {name!r}: band must be a non-negative fraction of the box height, got {band}")
+        self.band = band
+        self._length = math.hypot(b.x - a.x, b.y - a.y)
         self.name = name
         self.a = a
         self.b = b
@@ -107,11 +123,17 @@ class LineCounter:
         """How many tracks the counter holds state for."""
         return len(self._tracks)
 
-    def update(self, positions: Mapping[int, Point], ended: Iterable[int] = ()) -> list[Crossing]:
-        """Advance one frame: foot points of present tracks, then ids of tracks that ended."""
+    def update(
+        self,
+        positions: Mapping[int, Point],
+        ended: Iterable[int] = (),
+        heights: Mapping[int, float] | None = None,
+    ) -> list[Crossing]:
+        """Advance one frame: foot points (and box heights) of present tracks, then ids of tracks that ended."""
         crossings: list[Crossing] = []
         for track_id, point in positions.items():
-            direction = self._step(track_id, point)
+            height = heights.get(track_id, DEFAULT_HEIGHT) if heights is not None else DEFAULT_HEIGHT
+            direction = self._step(track_id, point, height)
             if direction is not None and not self.net:
                 crossings.append(self._emit(track_id, direction))
         for track_id in ended:
@@ -129,16 +151,29 @@ class LineCounter:
         self._tracks.clear()
         return crossings
 
-    def _step(self, track_id: int, point: Point) -> Direction | None:
+    def side(self, point: Point, height: float = 0.0) -> int:
+        """The side of a foot point, 0 within the band of a person ``height`` pixels tall."""
+        if self.band == 0.0:
+            return side(self.a, self.b, point)
+        distance = cross(self.a, self.b, point) / self._length
+        if abs(distance) <= self.band * height:
+            return 0
+        return 1 if distance > 0 else -1
+
+    def _step(self, track_id: int, point: Point, height: float) -> Direction | None:
         """Update one track with its new position; return the direction of a completed crossing."""
-        current = side(self.a, self.b, point)
+        current = self.side(point, height)
         track = self._tracks.get(track_id)
         if track is None:
-            self._tracks[track_id] = _Track(settled=current, last=point)
+            # A track born in the band settles on the side of the line it was seen on: tracks often
+            # start (or restart after an occlusion) near a line, and waiting for it to leave the band
+            # would settle it on the far side of a crossing it is making.
+            first = current if current != 0 else side(self.a, self.b, point)
+            self._tracks[track_id] = _Track(settled=first, last=point)
             return None
-        previous, track.last = track.last, point
         if current == 0:
             return None
+        previous, track.last = track.last, point
         if track.settled in (0, current):
             track.settled = current
             track.pending_frames = 0

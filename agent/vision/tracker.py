@@ -47,18 +47,37 @@ _GATED_COST = 1e6
 
 @dataclass(frozen=True)
 class Track:
-    """A confirmed person track in one frame, at the box of the detection it matched."""
+    """A confirmed person track in one frame, at the box of the detection it matched.
+
+    ``filtered`` is the Kalman filter's box after correcting with that detection (the same box when
+    not given): smoother than the raw detection, a little behind it when the person speeds up.
+    """
 
     track_id: int
     xyxy: Box
     score: float
     hits: int
+    filtered: Box | None = None
 
     @property
     def foot(self) -> tuple[float, float]:
         """Bottom-centre of the box: where the person stands."""
         x1, _, x2, y2 = self.xyxy
         return ((x1 + x2) / 2.0, y2)
+
+    @property
+    def filtered_foot(self) -> tuple[float, float]:
+        """Bottom-centre of the filtered box."""
+        x1, _, x2, y2 = self.filtered or self.xyxy
+        return ((x1 + x2) / 2.0, y2)
+
+    @property
+    def height(self) -> float:
+        return self.xyxy[3] - self.xyxy[1]
+
+    @property
+    def area(self) -> float:
+        return (self.xyxy[2] - self.xyxy[0]) * (self.xyxy[3] - self.xyxy[1])
 
 
 @dataclass(frozen=True)
@@ -111,10 +130,11 @@ class TrackerSettings:
 class _LiveTrack:
     """Bookkeeping of one live track; its Kalman state is a row of the tracker's arrays."""
 
-    __slots__ = ("box", "hits", "missed", "score", "track_id")
+    __slots__ = ("box", "filtered", "hits", "missed", "score", "track_id")
 
     def __init__(self, box: Box, score: float) -> None:
         self.box = box
+        self.filtered = box
         self.score = score
         self.hits = 1
         self.missed = 0
@@ -192,7 +212,7 @@ class ByteTracker:
                     continue
                 track.track_id = self._next_id
                 self._next_id += 1
-            reported.append(Track(track.track_id, track.box, track.score, track.hits))
+            reported.append(Track(track.track_id, track.box, track.score, track.hits, track.filtered))
         reported.sort(key=lambda t: t.track_id)
         return TrackerUpdate(tuple(reported), tuple(ended))
 
@@ -221,9 +241,11 @@ class ByteTracker:
             self._means[rows], self._covariances[rows] = self._kalman.update(
                 self._means[rows], self._covariances[rows], boxes_to_measurements(boxes[dets])
             )
-        for r, b, sc in zip(rows.tolist(), boxes[dets].tolist(), scores[dets].tolist(), strict=True):
+        filtered = states_to_boxes(self._means[rows]).tolist()
+        for r, b, sc, fb in zip(rows.tolist(), boxes[dets].tolist(), scores[dets].tolist(), filtered, strict=True):
             track = self._tracks[r]
             track.box = _as_box(b)
+            track.filtered = _as_box(fb)
             track.score = sc
             track.hits += 1
             track.missed = 0

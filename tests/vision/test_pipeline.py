@@ -1,0 +1,117 @@
+"""Counting rules applied to the tracker's output: stationary objects, masks, per-zone filters, grace.
+
+Tracks are made by hand and fed to ``TrafficPipeline.count_tracks``, the counting step after the
+tracker, at 10 frames per second.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from agent.config import LineConfig, MaskConfig, ZoneConfig
+from agent.counting.geometry import Point
+from agent.vision.detections import Detections
+from agent.vision.detector import Detector
+from agent.vision.masks import drop_masked
+from agent.vision.pipeline import CountingRules, FrameResult, TrafficPipeline
+from agent.vision.tracker import Track
+
+ZONE = ZoneConfig(polygon=[(100.0, 100.0), (500.0, 100.0), (500.0, 500.0), (100.0, 500.0)])
+HEIGHT = 100.0
+
+
+def pipeline(**rules: Any) -> TrafficPipeline:
+    rules.setdefault("zones", {"floor": ZONE})
+    counting = TrafficPipeline(cast(Detector, object()), CountingRules(**rules))
+    counting._layout(768, 576)
+    return counting
+
+
+def track(track_id: int, x: float, y: float, score: float = 0.9, height: float = HEIGHT) -> Track:
+    box = (x - 20.0, y - height, x + 20.0, y)
+    return Track(track_id, box, score, 10)
+
+
+def run(counting: TrafficPipeline, frames: list[tuple[Track, ...]], fps: float = 10.0) -> list[FrameResult]:
+    return [counting.count_tracks(i, i / fps, i / fps, tracks, ()) for i, tracks in enumerate(frames)]
+
+
+def occupancy(results: list[FrameResult]) -> list[int]:
+    return [result.zones[0].occupancy for result in results]
+
+
+def test_a_mannequin_that_never_moves_never_counts_in_a_zone_while_a_walker_does() -> None:
+    frames = [(track(1, 300.0 + (2.0 if i % 2 else -2.0), 300.0), track(2, 150.0 + 5.0 * i, 400.0)) for i in range(600)]
+    results = run(pipeline(), frames)
+    assert max(occupancy(results)) == 1
+    assert all(1 not in result.zones[0].entered for result in results)
+    assert any(2 in result.zones[0].entered for result in results)
+
+
+def test_without_the_stationary_rule_the_mannequin_counts() -> None:
+    frames = [(track(1, 300.0 + (2.0 if i % 2 else -2.0), 300.0),) for i in range(100)]
+    assert occupancy(run(pipeline(stationary_s=None), frames))[-1] == 1
+
+
+def test_a_person_standing_still_three_minutes_leaves_the_zone_then_rejoins_and_walks_out() -> None:
+    walk_in = [(track(1, 50.0 + 10.0 * i, 300.0),) for i in range(21)]  # to x=250 in 2 s
+    stand = [(track(1, 250.0 + (1.0 if i % 2 else 0.0), 300.0),) for i in range(1800)]
+    walk_out = [(track(1, 260.0 + 10.0 * i, 300.0),) for i in range(1, 40)]  # out past x=500
+    results = run(pipeline(stationary_s=60.0), walk_in + stand + walk_out)
+    occ = occupancy(results)
+    visits = [visit for result in results for visit in result.zones[0].exited]
+    assert occ[100] == 1  # standing for 8 s: still a person in the zone
+    assert occ[21 + 700] == 0  # standing for over a minute: stationary, not counted
+    assert max(occ[21 + 620 : 21 + 1800]) == 0
+    assert len(visits) == 2
+    # Closed when it last moved beyond the radius (frame 18, 25 px before it stopped), not when found still.
+    assert visits[0].exit_t == pytest.approx(1.8)
+    assert visits[1].enter_t >= 2.1 + 180.0  # rejoined when it walked again, after the 3 minutes
+    assert occ[-1] == 0
+
+
+def test_a_coasting_track_leaves_the_zone_after_the_grace() -> None:
+    seen = [(track(1, 150.0 + 10.0 * i, 300.0),) for i in range(10)]
+    coasting: list[tuple[Track, ...]] = [() for _ in range(20)]  # the tracker keeps it alive, unseen
+    occ = occupancy(run(pipeline(zones={"floor": ZONE.model_copy(update={"seen_grace_s": 0.5})}), seen + coasting))
+    assert occ[9] == 1
+    assert occ[9 + 5] == 1  # 0.5 s without a match: still counted
+    assert occ[9 + 6] == 0  # past the grace
+    never = occupancy(run(pipeline(zones={"floor": ZONE.model_copy(update={"seen_grace_s": 60.0})}), seen + coasting))
+    assert never[-1] == 1
+
+
+def test_per_zone_minimum_score_and_box_area() -> None:
+    def walker(score: float, height: float) -> list[tuple[Track, ...]]:
+        return [(track(1, 150.0 + 10.0 * i, 300.0, score=score, height=height),) for i in range(20)]
+
+    strict = ZONE.model_copy(update={"min_score": 0.5, "min_box_area": 0.01})  # 4424 px² of 768x576
+    assert max(occupancy(run(pipeline(zones={"floor": strict}), walker(0.9, 120.0)))) == 1
+    assert max(occupancy(run(pipeline(zones={"floor": strict}), walker(0.4, 120.0)))) == 0
+    assert max(occupancy(run(pipeline(zones={"floor": strict}), walker(0.9, 100.0)))) == 0  # 40x100 = 4000 px²
+
+
+def test_exclusion_masks_drop_detections_by_foot_point() -> None:
+    boxes = np.array([[10, 10, 50, 100], [200, 10, 240, 100], [10, 150, 50, 300]], dtype=np.float32)
+    detections = Detections(boxes, np.array([0.9, 0.8, 0.7], dtype=np.float32))
+    mask = [Point(0, 90), Point(100, 90), Point(100, 110), Point(0, 110)]  # holds only the first foot point
+    kept = drop_masked(detections, [mask])
+    assert kept.xyxy.tolist() == boxes[1:].tolist()
+    assert drop_masked(detections, []) is detections
+
+
+def test_masks_from_the_config_apply_before_tracking() -> None:
+    counting = pipeline(masks={"poster": MaskConfig(polygon=[(0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0)])})
+    assert counting._masks == [[Point(0, 0), Point(384, 0), Point(384, 576), Point(0, 576)]]
+
+
+def test_lines_use_the_configured_band() -> None:
+    line = LineConfig(a=(0.0, 300.0), b=(768.0, 300.0), band=0.1)
+    frames = [(track(1, 400.0, 300.0 + (8.0 if i // 2 % 2 else -8.0)),) for i in range(40)]
+    results = run(pipeline(lines={"door": line}, zones={}), frames)
+    assert [c for result in results for c in result.crossings] == []
+    no_band = run(pipeline(lines={"door": line.model_copy(update={"band": 0.0})}, zones={}), frames)
+    assert len([c for result in no_band for c in result.crossings]) > 0
