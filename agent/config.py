@@ -210,7 +210,35 @@ class TrackerConfig(_Section):
     match_iou: float = Field(default=0.2, gt=0, lt=1)
     low_match_iou: float = Field(default=0.5, gt=0, lt=1)
     confirm_hits: int = Field(default=3, ge=1, le=100)
-    max_lost_frames: int = Field(default=30, ge=0, le=10_000)
+    max_lost_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=600,
+        description=(
+            "seconds a track survives without a matching detection before it ends; long enough for a person to "
+            "pass behind another or a pillar, short enough that an id is not handed on to someone else. In "
+            "seconds, so frames dropped under load do not shorten it"
+        ),
+    )
+    reassoc_base: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description=(
+            "a lost track may take a detection only if its centre lies within reassoc_base + reassoc_speed x "
+            "seconds lost box heights of where the track was last seen; the base of half a height allows box "
+            "jitter and a step"
+        ),
+    )
+    reassoc_speed: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description=(
+            "box heights per second a lost person may have moved (see reassoc_base): people walk at about one body "
+            "height per second, 2 allows a brisk walk; beyond it the lost track ends and a new one starts"
+        ),
+    )
 
     @field_validator("high_threshold")
     @classmethod
@@ -222,8 +250,25 @@ class TrackerConfig(_Section):
 
 
 class CountingConfig(_Section):
-    hold_frames: int = Field(default=2, ge=1, le=100)
-    zone_min_frames: int = Field(default=2, ge=1, le=100)
+    hold_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=10,
+        description=(
+            "a side change at a line counts once the track has been seen on the new side for this many seconds "
+            "(two frames at 10 fps); measured in seconds so that frames dropped under load do not change what "
+            "is counted. One frame of flicker never counts unless this is 0"
+        ),
+    )
+    zone_min_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=60,
+        description=(
+            "a track enters (or leaves) a zone once it has been seen inside (or outside) for this many seconds, "
+            "so jitter on the border neither splits a visit nor makes one up; two frames at 10 fps"
+        ),
+    )
     stationary_s: float = Field(
         default=60.0,
         gt=0,

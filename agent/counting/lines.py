@@ -17,6 +17,9 @@ Direction = Literal["in", "out"]
 DEFAULT_HEIGHT = 100.0
 """Box height (pixels) assumed for a track whose height is not given, for the band."""
 
+TIME_TOLERANCE = 1e-6
+"""Seconds by which a span may fall short of a hold and still meet it (frame times are rounded)."""
+
 SEGMENT_TOLERANCE = 0.02
 """How far past an endpoint a crossing may pass and still count, as a fraction of the line length."""
 
@@ -45,6 +48,7 @@ class _Track:
     last: Point
     pending_frames: int = 0
     pending_valid: bool = False
+    pending_since: float = 0.0
     net: int = 0
 
 
@@ -54,11 +58,14 @@ class LineCounter:
     Per track the counter keeps the last *settled* side (−1 or +1). A track is settled on the side
     where it is first seen (so a track that appears next to a line near the frame edge counts as
     soon as it crosses); a track first seen exactly on the line settles on the first side it
-    leaves to. Frames on the line (side 0) never change the settled side and neither advance nor
-    reset a pending change.
+    leaves to (one first seen within the band, see below, on the side of the line it is on).
+    Frames on the line (side 0) never change the settled side and neither advance nor reset a
+    pending change.
 
     A crossing happens when the track is seen on the other side in ``hold`` consecutive frames in
-    which it is present; the side then settles there and ``in`` (−1 → +1) or ``out`` (+1 → −1) is
+    which it is present (with ``hold_s``, in frames spanning at least ``hold_s`` seconds of the
+    monotonic times given to ``update``, so the rule does not depend on the frame rate); the side
+    then settles there and ``in`` (−1 → +1) or ``out`` (+1 → −1) is
     counted. A return to the settled side before that cancels the change, so flicker shorter than
     ``hold`` frames never counts.
 
@@ -94,6 +101,7 @@ class LineCounter:
         net: bool = False,
         segment: bool = True,
         band: float = 0.0,
+        hold_s: float | None = None,
     ) -> None:
         if a == b:
             raise ValueError(f"line {name!r}: endpoints must differ, both are ({a.x}, {a.y})")
@@ -101,7 +109,10 @@ class LineCounter:
             raise ValueError(f"line {name!r}: hold must be at least 1 frame, got {hold}")
         if not (math.isfinite(band) and band >= 0):
             raise ValueError(f"line {name!r}: band must be a non-negative fraction of the box height, got {band}")
+        if hold_s is not None and not (math.isfinite(hold_s) and hold_s >= 0):
+            raise ValueError(f"line {name!r}: hold_s must be a non-negative number of seconds, got {hold_s}")
         self.band = band
+        self.hold_s = hold_s
         self._length = math.hypot(b.x - a.x, b.y - a.y)
         self.name = name
         self.a = a
@@ -128,12 +139,18 @@ class LineCounter:
         positions: Mapping[int, Point],
         ended: Iterable[int] = (),
         heights: Mapping[int, float] | None = None,
+        mono: float | None = None,
     ) -> list[Crossing]:
-        """Advance one frame: foot points (and box heights) of present tracks, then ids of tracks that ended."""
+        """Advance one frame: foot points (and box heights) of present tracks, then ids of tracks that ended.
+
+        ``mono`` is the frame's monotonic time in seconds, needed when the hold is in seconds.
+        """
+        if self.hold_s is not None and mono is None:
+            raise ValueError(f"line {self.name!r}: a hold in seconds needs the frame time (mono)")
         crossings: list[Crossing] = []
         for track_id, point in positions.items():
             height = heights.get(track_id, DEFAULT_HEIGHT) if heights is not None else DEFAULT_HEIGHT
-            direction = self._step(track_id, point, height)
+            direction = self._step(track_id, point, height, mono or 0.0)
             if direction is not None and not self.net:
                 crossings.append(self._emit(track_id, direction))
         for track_id in ended:
@@ -160,7 +177,7 @@ class LineCounter:
             return 0
         return 1 if distance > 0 else -1
 
-    def _step(self, track_id: int, point: Point, height: float) -> Direction | None:
+    def _step(self, track_id: int, point: Point, height: float, mono: float) -> Direction | None:
         """Update one track with its new position; return the direction of a completed crossing."""
         current = self.side(point, height)
         track = self._tracks.get(track_id)
@@ -180,8 +197,12 @@ class LineCounter:
             return None
         if track.pending_frames == 0:
             track.pending_valid = not self.segment or self._within_segment(previous, point)
+            track.pending_since = mono
         track.pending_frames += 1
-        if track.pending_frames < self.hold:
+        if self.hold_s is not None:
+            if mono - track.pending_since < self.hold_s - TIME_TOLERANCE:
+                return None
+        elif track.pending_frames < self.hold:
             return None
         track.settled = current
         track.pending_frames = 0

@@ -69,8 +69,9 @@ class ZoneCounter:
     A track is outside until it has been seen inside for ``min_frames`` consecutive frames in
     which it is present; it then enters, and its visit starts at the first of those frames. It
     leaves after ``min_frames`` consecutive frames outside; the visit ends at the first of those
-    frames. Shorter excursions across the border change nothing, so jitter on the border neither
-    splits a visit nor makes one up.
+    frames (with ``min_s``, in frames spanning at least ``min_s`` seconds of monotonic time, so
+    the rule does not depend on the frame rate). Shorter excursions across the border change
+    nothing, so jitter on the border neither splits a visit nor makes one up.
 
     A track that ends (listed in ``ended``) while inside closes its visit at the time it was last
     seen. A track listed in ``withdrawn`` with a monotonic time (a track found standing still, see
@@ -89,13 +90,22 @@ class ZoneCounter:
     """
 
     def __init__(
-        self, name: str, polygon: Sequence[Point], min_frames: int = 2, *, grace_s: float | None = None
+        self,
+        name: str,
+        polygon: Sequence[Point],
+        min_frames: int = 2,
+        *,
+        grace_s: float | None = None,
+        min_s: float | None = None,
     ) -> None:
         if min_frames < 1:
             raise ValueError(f"zone {name!r}: min_frames must be at least 1, got {min_frames}")
         if grace_s is not None and not (math.isfinite(grace_s) and grace_s >= 0):
             raise ValueError(f"zone {name!r}: grace_s must be a non-negative number of seconds, got {grace_s}")
+        if min_s is not None and not (math.isfinite(min_s) and min_s >= 0):
+            raise ValueError(f"zone {name!r}: min_s must be a non-negative number of seconds, got {min_s}")
         self.grace_s = grace_s
+        self.min_s = min_s
         try:
             self.polygon = validate_polygon(polygon)
         except ValueError as error:
@@ -146,7 +156,10 @@ class ZoneCounter:
             if track.streak == 0:
                 track.streak_at = now
             track.streak += 1
-            if track.streak < self.min_frames:
+            if self.min_s is not None:
+                if now.mono - track.streak_at.mono < self.min_s - 1e-6:
+                    continue
+            elif track.streak < self.min_frames:
                 continue
             track.streak = 0
             track.inside = inside

@@ -46,8 +46,8 @@ class CountingRules:
 
     lines: Mapping[str, LineConfig] = field(default_factory=dict)
     zones: Mapping[str, ZoneConfig] = field(default_factory=dict)
-    hold_frames: int = 2
-    zone_min_frames: int = 2
+    hold_s: float = 0.1
+    zone_min_s: float = 0.1
     masks: Mapping[str, MaskConfig] = field(default_factory=dict)
     stationary_s: float | None = 60.0
     stationary_radius: float = 0.25
@@ -63,7 +63,9 @@ def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings
         match_iou=config.match_iou,
         low_match_iou=config.low_match_iou,
         confirm_hits=config.confirm_hits,
-        max_lost_frames=config.max_lost_frames,
+        max_lost_s=config.max_lost_s,
+        reassoc_base=config.reassoc_base,
+        reassoc_speed=config.reassoc_speed,
     )
 
 
@@ -100,14 +102,12 @@ class TrafficPipeline:
         self._lines = []
         for name, line in self.rules.lines.items():
             a, b = to_pixels([Point(*line.a), Point(*line.b)], width, height)
-            self._lines.append(LineCounter(name, a, b, hold=self.rules.hold_frames, net=line.net, band=line.band))
+            self._lines.append(LineCounter(name, a, b, net=line.net, band=line.band, hold_s=self.rules.hold_s))
         self._zones = []
         self._zone_rules = list(self.rules.zones.values())
         for name, zone in self.rules.zones.items():
             polygon = to_pixels([Point(*p) for p in zone.polygon], width, height)
-            self._zones.append(
-                ZoneCounter(name, polygon, min_frames=self.rules.zone_min_frames, grace_s=zone.seen_grace_s)
-            )
+            self._zones.append(ZoneCounter(name, polygon, min_s=self.rules.zone_min_s, grace_s=zone.seen_grace_s))
         self._masks = [
             to_pixels([Point(*p) for p in mask.polygon], width, height) for mask in self.rules.masks.values()
         ]
@@ -135,8 +135,9 @@ class TrafficPipeline:
 
         ``t`` is the frame's wall time, ``mono`` its monotonic time (``t`` when None).
         """
-        update = self._tracker.update(drop_masked(detections, self._masks))
-        return self.count_tracks(index, t, t if mono is None else mono, update.tracks, update.ended)
+        mono = t if mono is None else mono
+        update = self._tracker.update(drop_masked(detections, self._masks), mono)
+        return self.count_tracks(index, t, mono, update.tracks, update.ended)
 
     def count_tracks(
         self, index: int, t: float, mono: float, tracks: tuple[Track, ...], ended: tuple[int, ...]
@@ -150,7 +151,7 @@ class TrafficPipeline:
         heights = {track.track_id: track.height for track in tracks}
         crossings: list[Crossing] = []
         for line in self._lines:
-            crossings.extend(line.update(positions, ended, heights))
+            crossings.extend(line.update(positions, ended, heights, mono=mono))
         present = tracks
         withdrawn: dict[int, float] = {}
         if self.rules.stationary_s is not None:
@@ -202,8 +203,8 @@ def build_pipeline(config: AgentConfig, model: str | None = None, detector: Dete
     rules = CountingRules(
         lines=config.camera.lines,
         zones=config.camera.zones,
-        hold_frames=config.counting.hold_frames,
-        zone_min_frames=config.counting.zone_min_frames,
+        hold_s=config.counting.hold_s,
+        zone_min_s=config.counting.zone_min_s,
         masks=config.camera.masks,
         stationary_s=config.counting.stationary_s,
         stationary_radius=config.counting.stationary_radius,

@@ -115,3 +115,43 @@ def test_lines_use_the_configured_band() -> None:
     assert [c for result in results for c in result.crossings] == []
     no_band = run(pipeline(lines={"door": line.model_copy(update={"band": 0.0})}, zones={}), frames)
     assert len([c for result in no_band for c in result.crossings]) > 0
+
+
+def walkers(t: int) -> Detections:
+    """Four people at frame ``t`` of 10 fps: two crossing the line y=300 (down and up), one crossing
+    x=400 and standing a while in the zone, one lingering near the line with a jittering box."""
+    people = []
+    if t < 60:
+        people.append((200.0, 150.0 + 6.0 * t))  # down across y=300 at t=25
+    if 10 <= t < 80:
+        people.append((600.0, 500.0 - 5.0 * (t - 10)))  # up across y=300 at t=50
+    if t < 90:
+        x = 250.0 + 8.0 * min(t, 30) + (8.0 * (t - 60) if t > 60 else 0.0)
+        people.append((x, 450.0))  # right across x=400, stands at x=490 for 3 s, then walks on
+    people.append((650.0 + (3.0 if t % 3 else -3.0), 300.0 + (4.0 if t % 2 else -4.0)))  # jitter on the line
+    boxes = np.array([(x - 25.0, y - 110.0, x + 25.0, y) for x, y in people], dtype=np.float32)
+    return Detections(boxes, np.full(len(people), 0.9, dtype=np.float32))
+
+
+def counts(step: int) -> tuple[list[tuple[str, str]], list[int]]:
+    """Crossings and zone visits over 10 s of the scene, processing every ``step``-th frame."""
+    lines = {
+        "across": LineConfig(a=(0.0, 300.0), b=(768.0, 300.0)),
+        "side": LineConfig(a=(400.0, 576.0), b=(400.0, 0.0)),
+    }
+    zone = ZoneConfig(polygon=[(420.0, 380.0), (560.0, 380.0), (560.0, 520.0), (420.0, 520.0)])
+    counting = pipeline(lines=lines, zones={"shelf": zone})
+    crossings, visits = [], []
+    results = [counting.process_detections(t, t / 10.0, walkers(t)) for t in range(0, 100, step)]
+    results.append(counting.finish())
+    for result in results:
+        crossings += [(c.line, c.direction) for c in result.crossings]
+        visits += [round(v.dwell_s) for v in result.zones[0].exited]
+    return sorted(crossings), visits
+
+
+def test_the_same_trajectories_at_10_fps_and_with_every_other_frame_dropped_give_the_same_counts() -> None:
+    full, half = counts(1), counts(2)
+    assert full == half
+    assert full[0] == [("across", "in"), ("across", "out"), ("side", "in")]
+    assert full[1] == [5]
