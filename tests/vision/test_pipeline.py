@@ -6,17 +6,18 @@ tracker, at 10 frames per second.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
-from agent.config import LineConfig, MaskConfig, ZoneConfig
+from agent.config import LineConfig, MaskConfig, ZoneConfig, parse_config
 from agent.counting.geometry import Point
 from agent.vision.detections import Detections
 from agent.vision.detector import Detector
 from agent.vision.masks import drop_masked
-from agent.vision.pipeline import CountingRules, FrameResult, TrafficPipeline
+from agent.vision.pipeline import CountingRules, FrameResult, TrafficPipeline, build_pipeline
 from agent.vision.tracker import Track
 
 ZONE = ZoneConfig(polygon=[(100.0, 100.0), (500.0, 100.0), (500.0, 500.0), (100.0, 500.0)])
@@ -155,3 +156,22 @@ def test_the_same_trajectories_at_10_fps_and_with_every_other_frame_dropped_give
     assert full == half
     assert full[0] == [("across", "in"), ("across", "out"), ("side", "in")]
     assert full[1] == [5]
+
+
+def test_the_config_reaches_the_counting_rules() -> None:
+    config = parse_config(
+        {
+            "camera": {
+                "lines": {"door": {"a": [0, 300], "b": [768, 300], "band": 0.2}},
+                "zones": {"till": {"polygon": [[0, 0], [9, 0], [9, 9]], "seen_grace_s": 1.5, "min_score": 0.4}},
+                "masks": {"mirror": {"polygon": [[0, 0], [50, 0], [50, 50]]}},
+            },
+            "counting": {"stationary_s": 30.0, "stationary_radius": 0.5, "hold_s": 0.3, "zone_min_s": 0.2},
+        }
+    )
+    spec = SimpleNamespace(track_threshold=0.5, new_track_threshold=0.6)
+    rules = build_pipeline(config, detector=cast(Detector, SimpleNamespace(spec=spec))).rules
+    assert rules.lines["door"].band == 0.2
+    assert (rules.zones["till"].seen_grace_s, rules.zones["till"].min_score) == (1.5, 0.4)
+    assert list(rules.masks) == ["mirror"]
+    assert (rules.stationary_s, rules.stationary_radius, rules.hold_s, rules.zone_min_s) == (30.0, 0.5, 0.3, 0.2)

@@ -511,3 +511,15 @@ def test_the_tracker_reports_its_filtered_box_besides_the_detection() -> None:
     assert track.filtered is not None
     assert track.filtered != track.xyxy
     assert abs(track.filtered[3] - track.xyxy[3]) < 20
+
+
+def test_a_burst_of_dropped_frames_is_predicted_across_by_time() -> None:
+    """Frames dropped under load come in bursts: the prediction covers the time that passed, so a
+    walker at 20 px a frame keeps its id across a gap of four frames (80 px, two box widths)."""
+    tracker = ByteTracker()
+    kept = [t for t in range(60) if t % 10 < 6]  # six frames seen, four dropped, and again
+    reported = set()
+    for t in kept:
+        update = tracker.update(frame((walk((20, 300), (20, 0), t), 0.9)), t / 10.0)
+        reported.update(ids(update))
+    assert reported == {1}
