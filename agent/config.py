@@ -150,14 +150,15 @@ class ZoneConfig(_Section):
         ),
     )
     seen_grace_s: float = Field(
-        default=0.5,
+        default=1.0,
         ge=0,
         le=60,
         description=(
             "a track counts in the zone's occupancy (and queue length) only while it was matched to a detection "
             "within this many seconds; the tracker keeps a lost track alive for seconds on its prediction, after "
-            "the person may have left. 0.5 s covers the one or two frames a detector misses a visible person at "
-            "10 fps without counting a person who has gone"
+            "the person may have left. The commonest reason a person who is still there goes undetected is "
+            "someone walking past in front: two body widths at walking pace, under a second. In one second a "
+            "person who has left is at most about one body height beyond the border"
         ),
     )
 

@@ -47,6 +47,7 @@ VARIANTS: list[tuple[str, Variant]] = [
     ("+ band 0.05", {"band": 0.05, "grace": None, "stationary": None, "reassoc": False}),
     ("+ band 0.10", {"band": 0.10, "grace": None, "stationary": None, "reassoc": False}),
     ("+ grace 0.5 s", {"band": 0.0, "grace": 0.5, "stationary": None, "reassoc": False}),
+    ("+ grace 1 s", {"band": 0.0, "grace": 1.0, "stationary": None, "reassoc": False}),
     ("+ reassoc limit", {"band": 0.0, "grace": None, "stationary": None, "reassoc": True}),
     ("+ filtered foot", {"band": 0.0, "grace": None, "stationary": None, "reassoc": False, "filtered": True}),
     ("all on (defaults)", {}),
