@@ -108,6 +108,20 @@ class LineConfig(_Section):
     a: XY
     b: XY
     net: bool = False
+    band: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "half-width of the band around the line in which a foot point is on neither side, as a fraction of the "
+            "person's box height; a crossing counts only once the foot point has left the band on the other side "
+            "and held there. 0.05 is about one standard deviation of a detected box edge as the tracker's Kalman "
+            "filter models it (1/20 of the height), so a side change from jitter alone must beat that on two "
+            "frames in a row; a walker at 10 fps covers about 8 % of their height per frame and passes it in "
+            "one or two. Wider bands lose crossings of people who stop, turn or are hidden next to the "
+            "line. 0 turns the band off"
+        ),
+    )
 
     @field_validator("b")
     @classmethod
@@ -120,6 +134,44 @@ class LineConfig(_Section):
 class ZoneConfig(_Section):
     polygon: list[XY] = Field(min_length=3)
     queue: bool = False
+    min_box_area: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "least box area, as a fraction of the frame area, for a track to count in this zone; raise it where "
+            "something small (a toy, a picture on a poster) is detected as a person. 0 accepts every box, since "
+            "how large a person looks depends on where the camera hangs"
+        ),
+    )
+    min_score: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "least detection score for a track to count in this zone in a frame; 0 trusts the tracker's own "
+            "thresholds, which already suit the model"
+        ),
+    )
+    seen_grace_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "a track counts in the zone's occupancy (and queue length) only while it was matched to a detection "
+            "within this many seconds; the tracker keeps a lost track alive for seconds on its prediction, after "
+            "the person may have left. The commonest reason a person who is still there goes undetected is "
+            "someone walking past in front: two body widths at walking pace, under a second. In one second a "
+            "person who has left is at most about one body height beyond the border"
+        ),
+    )
+
+
+class MaskConfig(_Section):
+    polygon: list[XY] = Field(
+        min_length=3,
+        description="detections whose foot point lies in this polygon are dropped (a mannequin, a mirror, a poster)",
+    )
 
 
 class CameraConfig(_Section):
@@ -132,8 +184,12 @@ class CameraConfig(_Section):
     realtime: bool = True
     lines: dict[str, LineConfig] = Field(default_factory=dict)
     zones: dict[str, ZoneConfig] = Field(default_factory=dict)
+    masks: dict[str, MaskConfig] = Field(
+        default_factory=dict,
+        description="exclusion masks by name: polygons in which detections are dropped before tracking",
+    )
 
-    @field_validator("lines", "zones")
+    @field_validator("lines", "zones", "masks")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
@@ -159,7 +215,35 @@ class TrackerConfig(_Section):
     match_iou: float = Field(default=0.2, gt=0, lt=1)
     low_match_iou: float = Field(default=0.5, gt=0, lt=1)
     confirm_hits: int = Field(default=3, ge=1, le=100)
-    max_lost_frames: int = Field(default=30, ge=0, le=10_000)
+    max_lost_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=600,
+        description=(
+            "seconds a track survives without a matching detection before it ends; long enough for a person to "
+            "pass behind another or a pillar, short enough that an id is not handed on to someone else. In "
+            "seconds, so frames dropped under load do not shorten it"
+        ),
+    )
+    reassoc_base: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description=(
+            "a lost track may take a detection only if its centre lies within reassoc_base + reassoc_speed x "
+            "seconds lost box heights of where the track was last seen; the base of half a height allows box "
+            "jitter and a step"
+        ),
+    )
+    reassoc_speed: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description=(
+            "box heights per second a lost person may have moved (see reassoc_base): people walk at about one body "
+            "height per second, 2 allows a brisk walk; beyond it the lost track ends and a new one starts"
+        ),
+    )
 
     @field_validator("high_threshold")
     @classmethod
@@ -171,8 +255,46 @@ class TrackerConfig(_Section):
 
 
 class CountingConfig(_Section):
-    hold_frames: int = Field(default=2, ge=1, le=100)
-    zone_min_frames: int = Field(default=2, ge=1, le=100)
+    hold_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=10,
+        description=(
+            "a side change at a line counts once the track has been seen on the new side for this many seconds "
+            "(two frames at 10 fps); measured in seconds so that frames dropped under load do not change what "
+            "is counted. One frame of flicker never counts unless this is 0"
+        ),
+    )
+    zone_min_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=60,
+        description=(
+            "a track enters (or leaves) a zone once it has been seen inside (or outside) for this many seconds, "
+            "so jitter on the border neither splits a visit nor makes one up; two frames at 10 fps"
+        ),
+    )
+    stationary_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "a track whose foot point has not moved beyond stationary_radius for this many seconds is stationary: "
+            "it leaves every zone (its visit ends when it stopped) until it moves again. A shopper reading a shelf "
+            "or waiting in a queue shifts or steps forward within a minute; a mannequin or a sign stand never does. "
+            "A track that has not moved at all since it appeared never counts in a zone, whatever this is"
+        ),
+    )
+    stationary_radius: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description=(
+            "how far a foot point must get from where it last moved to count as moving, as a fraction of the box "
+            "height: a still object's box jitters by a few per cent of its height, one walking step is about a "
+            "third of it"
+        ),
+    )
 
 
 class StorageConfig(_Section):

@@ -69,21 +69,43 @@ class ZoneCounter:
     A track is outside until it has been seen inside for ``min_frames`` consecutive frames in
     which it is present; it then enters, and its visit starts at the first of those frames. It
     leaves after ``min_frames`` consecutive frames outside; the visit ends at the first of those
-    frames. Shorter excursions across the border change nothing, so jitter on the border neither
-    splits a visit nor makes one up.
+    frames (with ``min_s``, in frames spanning at least ``min_s`` seconds of monotonic time, so
+    the rule does not depend on the frame rate). Shorter excursions across the border change
+    nothing, so jitter on the border neither splits a visit nor makes one up.
 
     A track that ends (listed in ``ended``) while inside closes its visit at the time it was last
-    seen. ``occupancy`` is the number of open visits after the frame. For a zone configured as a
-    queue, the queue length is its occupancy (see ``QueueMonitor``).
+    seen. A track listed in ``withdrawn`` with a monotonic time (a track found standing still, see
+    ``agent.counting.stationary``) closes its visit at that time, no earlier than it entered, and is
+    forgotten: if it comes back it starts outside, so a later stay is a new visit.
+
+    ``occupancy`` is the number of open visits after the frame whose track was seen (present in
+    ``positions``) within the last ``grace_s`` seconds; None counts every open visit. A person the
+    detector misses for a frame or two stays counted, while a track coasting on its prediction after
+    the person has left stops counting after the grace, though its visit stays open until it ends.
+    For a zone configured as a queue, the queue length is its occupancy (see ``QueueMonitor``).
 
     Each frame has a wall time ``t`` and a monotonic time ``mono`` (``t`` when not given): visits
     are placed by wall time and their dwell measured by monotonic time, so setting the clock
     during a visit never makes a dwell negative. ``mono`` must not go backwards.
     """
 
-    def __init__(self, name: str, polygon: Sequence[Point], min_frames: int = 2) -> None:
+    def __init__(
+        self,
+        name: str,
+        polygon: Sequence[Point],
+        min_frames: int = 2,
+        *,
+        grace_s: float | None = None,
+        min_s: float | None = None,
+    ) -> None:
         if min_frames < 1:
             raise ValueError(f"zone {name!r}: min_frames must be at least 1, got {min_frames}")
+        if grace_s is not None and not (math.isfinite(grace_s) and grace_s >= 0):
+            raise ValueError(f"zone {name!r}: grace_s must be a non-negative number of seconds, got {grace_s}")
+        if min_s is not None and not (math.isfinite(min_s) and min_s >= 0):
+            raise ValueError(f"zone {name!r}: min_s must be a non-negative number of seconds, got {min_s}")
+        self.grace_s = grace_s
+        self.min_s = min_s
         try:
             self.polygon = validate_polygon(polygon)
         except ValueError as error:
@@ -95,18 +117,27 @@ class ZoneCounter:
 
     @property
     def occupancy(self) -> int:
-        """Tracks currently inside (open visits)."""
-        return sum(1 for track in self._tracks.values() if track.inside)
+        """Tracks currently inside (open visits) and seen within the grace."""
+        if self.grace_s is None or self._last_mono is None:
+            return sum(1 for track in self._tracks.values() if track.inside)
+        since = self._last_mono - self.grace_s
+        return sum(1 for track in self._tracks.values() if track.inside and track.last.mono >= since)
 
     def contains(self, point: Point) -> bool:
         """Whether a foot point lies in the zone (see ``point_in_polygon`` for the boundary)."""
         return point_in_polygon(point, self.polygon)
 
     def update(
-        self, positions: Mapping[int, Point], t: float, ended: Iterable[int] = (), mono: float | None = None
+        self,
+        positions: Mapping[int, Point],
+        t: float,
+        ended: Iterable[int] = (),
+        mono: float | None = None,
+        withdrawn: Mapping[int, float] | None = None,
     ) -> ZoneFrame:
         """Advance one frame at wall time ``t`` and monotonic time ``mono`` (seconds; ``t`` when
-        None): present tracks, then tracks that ended."""
+        None): present tracks, then tracks that ended, then tracks withdrawn at the given
+        monotonic times."""
         now = _Stamp(t, t if mono is None else mono)
         if self._last_mono is not None and now.mono < self._last_mono:
             raise ValueError(f"zone {self.name!r}: monotonic time went back from {self._last_mono} to {now.mono}")
@@ -125,7 +156,10 @@ class ZoneCounter:
             if track.streak == 0:
                 track.streak_at = now
             track.streak += 1
-            if track.streak < self.min_frames:
+            if self.min_s is not None:
+                if now.mono - track.streak_at.mono < self.min_s - 1e-6:
+                    continue
+            elif track.streak < self.min_frames:
                 continue
             track.streak = 0
             track.inside = inside
@@ -138,6 +172,12 @@ class ZoneCounter:
             gone = self._tracks.pop(track_id, None)
             if gone is not None and gone.inside:
                 exited.append(self._visit(track_id, gone.enter, gone.last))
+        for track_id, at in (withdrawn or {}).items():
+            gone = self._tracks.pop(track_id, None)
+            if gone is not None and gone.inside:
+                mono_at = min(max(at, gone.enter.mono), now.mono)
+                exit_ = _Stamp(now.t - (now.mono - mono_at), mono_at)
+                exited.append(self._visit(track_id, gone.enter, exit_))
         return ZoneFrame(self.name, self.occupancy, tuple(entered), tuple(exited))
 
     def finish(self, t: float) -> tuple[Visit, ...]:

@@ -88,13 +88,20 @@ class BoxKalmanFilter:
         )
         return means, covariances
 
-    def predict(self, means: FloatArray, covariances: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Advance every state by one frame."""
+    def predict(self, means: FloatArray, covariances: FloatArray, steps: float = 1.0) -> tuple[FloatArray, FloatArray]:
+        """Advance every state by ``steps`` frames (a fraction or several when frames come late or are dropped).
+
+        Velocities are per frame; the process noise grows in proportion to ``steps``, as for a random walk.
+        """
         pos = self.position_weight
         vel = self.velocity_weight
-        new_means = means @ _MOTION.T
-        new_cov = _MOTION @ covariances @ _MOTION.T
-        new_cov[:, _STATE_DIAGONAL, _STATE_DIAGONAL] += _variances(
+        motion = _MOTION
+        if steps != 1.0:
+            motion = np.eye(STATE_SIZE)
+            motion[:MEASUREMENT_SIZE, MEASUREMENT_SIZE:] = steps * np.eye(MEASUREMENT_SIZE)
+        new_means = means @ motion.T
+        new_cov = motion @ covariances @ motion.T
+        new_cov[:, _STATE_DIAGONAL, _STATE_DIAGONAL] += steps * _variances(
             means[:, 3], [pos, pos, 0.0, pos, vel, vel, 0.0, vel], _ASPECT_STATE_VARIANCE
         )
         return new_means, new_cov

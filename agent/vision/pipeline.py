@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-from agent.config import AgentConfig, LineConfig, TrackerConfig, ZoneConfig, user_state_dir
+from agent.config import AgentConfig, LineConfig, MaskConfig, TrackerConfig, ZoneConfig, user_state_dir
 from agent.counting.geometry import Point, to_pixels
 from agent.counting.lines import Crossing, LineCounter
+from agent.counting.stationary import Footing, Motion, MotionMonitor
 from agent.counting.zones import ZoneCounter, ZoneFrame
 from agent.vision.detections import Detections
 from agent.vision.detector import Detector
+from agent.vision.masks import drop_masked
 from agent.vision.models import ModelSpec, default_model_dirs, resolve_model
 from agent.vision.source import Frame
-from agent.vision.tracker import ByteTracker, TrackerSettings
+from agent.vision.tracker import ByteTracker, Track, TrackerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +39,19 @@ class FrameResult:
 
 @dataclass(frozen=True)
 class CountingRules:
-    """Lines and zones as configured (pixels or normalised), with the counting settings."""
+    """Lines, zones and masks as configured (pixels or normalised), with the counting settings.
+
+    ``stationary_s`` None turns the stationary rule off (every seen track counts in zones).
+    """
 
     lines: Mapping[str, LineConfig] = field(default_factory=dict)
     zones: Mapping[str, ZoneConfig] = field(default_factory=dict)
-    hold_frames: int = 2
-    zone_min_frames: int = 2
+    hold_s: float = 0.1
+    zone_min_s: float = 0.1
+    masks: Mapping[str, MaskConfig] = field(default_factory=dict)
+    stationary_s: float | None = 60.0
+    stationary_radius: float = 0.25
+    position: Literal["detection", "filtered"] = "detection"
 
 
 def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings:
@@ -53,7 +63,9 @@ def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings
         match_iou=config.match_iou,
         low_match_iou=config.low_match_iou,
         confirm_hits=config.confirm_hits,
-        max_lost_frames=config.max_lost_frames,
+        max_lost_s=config.max_lost_s,
+        reassoc_base=config.reassoc_base,
+        reassoc_speed=config.reassoc_speed,
     )
 
 
@@ -66,6 +78,9 @@ class TrafficPipeline:
         self._tracker = ByteTracker(tracker)
         self._lines: list[LineCounter] = []
         self._zones: list[ZoneCounter] = []
+        self._zone_rules: list[ZoneConfig] = []
+        self._masks: list[list[Point]] = []
+        self._motion = MotionMonitor(rules.stationary_s or 1.0, rules.stationary_radius)
         self._size: tuple[int, int] | None = None
         self._last_t = 0.0
         self._last_mono = 0.0
@@ -87,11 +102,15 @@ class TrafficPipeline:
         self._lines = []
         for name, line in self.rules.lines.items():
             a, b = to_pixels([Point(*line.a), Point(*line.b)], width, height)
-            self._lines.append(LineCounter(name, a, b, hold=self.rules.hold_frames, net=line.net))
+            self._lines.append(LineCounter(name, a, b, net=line.net, band=line.band, hold_s=self.rules.hold_s))
         self._zones = []
+        self._zone_rules = list(self.rules.zones.values())
         for name, zone in self.rules.zones.items():
             polygon = to_pixels([Point(*p) for p in zone.polygon], width, height)
-            self._zones.append(ZoneCounter(name, polygon, min_frames=self.rules.zone_min_frames))
+            self._zones.append(ZoneCounter(name, polygon, min_s=self.rules.zone_min_s, grace_s=zone.seen_grace_s))
+        self._masks = [
+            to_pixels([Point(*p) for p in mask.polygon], width, height) for mask in self.rules.masks.values()
+        ]
         logger.info(
             "counting on %dx%d frames: lines %s, zones %s",
             width,
@@ -116,19 +135,40 @@ class TrafficPipeline:
 
         ``t`` is the frame's wall time, ``mono`` its monotonic time (``t`` when None).
         """
-        update = self._tracker.update(detections)
-        positions = {track.track_id: Point(*track.foot) for track in update.tracks}
-        return self._count(index, t, t if mono is None else mono, positions, update.ended)
+        mono = t if mono is None else mono
+        update = self._tracker.update(drop_masked(detections, self._masks), mono)
+        return self.count_tracks(index, t, mono, update.tracks, update.ended)
 
-    def _count(
-        self, index: int, t: float, mono: float, positions: dict[int, Point], ended: tuple[int, ...]
+    def count_tracks(
+        self, index: int, t: float, mono: float, tracks: tuple[Track, ...], ended: tuple[int, ...]
     ) -> FrameResult:
+        """Count one frame's confirmed tracks (the counting step, after the tracker)."""
         self._last_t, self._last_mono = t, mono
+        if self.rules.position == "filtered":
+            positions = {track.track_id: Point(*track.filtered_foot) for track in tracks}
+        else:
+            positions = {track.track_id: Point(*track.foot) for track in tracks}
+        heights = {track.track_id: track.height for track in tracks}
         crossings: list[Crossing] = []
         for line in self._lines:
-            crossings.extend(line.update(positions, ended))
-        zones = tuple(zone.update(positions, t, ended, mono=mono) for zone in self._zones)
-        return FrameResult(index, t, len(positions), tuple(crossings), zones, mono)
+            crossings.extend(line.update(positions, ended, heights, mono=mono))
+        present = tracks
+        withdrawn: dict[int, float] = {}
+        if self.rules.stationary_s is not None:
+            footings = {track.track_id: Footing(positions[track.track_id], track.height) for track in tracks}
+            states = self._motion.update(footings, mono, ended)
+            present = tuple(track for track in tracks if states[track.track_id].motion is Motion.MOVING)
+            withdrawn = {i: s.still_since for i, s in states.items() if s.motion is Motion.STATIONARY}
+        zones = []
+        frame_area = float(self._size[0] * self._size[1]) if self._size else 1.0
+        for zone, rule in zip(self._zones, self._zone_rules, strict=True):
+            inside = {
+                track.track_id: positions[track.track_id]
+                for track in present
+                if track.score >= rule.min_score and track.area >= rule.min_box_area * frame_area
+            }
+            zones.append(zone.update(inside, t, ended, mono=mono, withdrawn=withdrawn))
+        return FrameResult(index, t, len(positions), tuple(crossings), tuple(zones), mono)
 
     def finish(self) -> FrameResult:
         """End of stream: end every track, closing open visits and net crossings at the last frame time.
@@ -136,7 +176,8 @@ class TrafficPipeline:
         Counting then starts afresh: a later frame (of this stream or another) meets no old track.
         """
         ended = self._tracker.finish()
-        result = self._count(-1, self._last_t, self._last_mono, {}, ended)
+        result = self.count_tracks(-1, self._last_t, self._last_mono, (), ended)
+        self._motion.clear()
         crossings = list(result.crossings)
         for line in self._lines:
             crossings.extend(line.finish())
@@ -162,7 +203,10 @@ def build_pipeline(config: AgentConfig, model: str | None = None, detector: Dete
     rules = CountingRules(
         lines=config.camera.lines,
         zones=config.camera.zones,
-        hold_frames=config.counting.hold_frames,
-        zone_min_frames=config.counting.zone_min_frames,
+        hold_s=config.counting.hold_s,
+        zone_min_s=config.counting.zone_min_s,
+        masks=config.camera.masks,
+        stationary_s=config.counting.stationary_s,
+        stationary_radius=config.counting.stationary_radius,
     )
     return TrafficPipeline(detector, rules, tracker_settings(config.tracker, detector.spec))

@@ -2,9 +2,12 @@
 
 Per frame:
 
-1. Every live track is predicted one frame ahead.
+1. Every live track is predicted ahead to the frame's time (in steps of ``frame_s`` seconds, so a
+   dropped frame is a longer step, not a lost one).
 2. High-score detections (``score >= high_threshold``) are matched to confirmed tracks, both those
-   seen last frame and lost ones, by IoU with the Hungarian method.
+   seen last frame and lost ones, by IoU with the Hungarian method. A lost track may only take a
+   detection whose centre is within ``(reassoc_base + reassoc_speed * seconds lost)`` box heights
+   of where it was last seen: a prediction coasting for seconds must not jump onto someone else.
 3. Low-score detections (``low_threshold <= score < high_threshold``) are matched to the confirmed
    tracks seen last frame that are still unmatched. A partly hidden person often scores low; this
    keeps their track alive without letting weak detections start tracks of their own.
@@ -12,8 +15,8 @@ Per frame:
    a frame is dropped; one matched in ``confirm_hits`` consecutive frames becomes confirmed and gets
    the next id.
 5. Remaining detections with ``score >= new_track_threshold`` start tentative tracks.
-6. Confirmed tracks left unmatched are lost; after more than ``max_lost_frames`` missed frames in a
-   row they end, and their ids are reported once in ``TrackerUpdate.ended``.
+6. Confirmed tracks left unmatched are lost; once unseen for more than ``max_lost_s`` seconds
+   they end, and their ids are reported once in ``TrackerUpdate.ended``.
 
 Only confirmed tracks are reported, so a detection that flickers for a frame or two never counts.
 """
@@ -47,18 +50,37 @@ _GATED_COST = 1e6
 
 @dataclass(frozen=True)
 class Track:
-    """A confirmed person track in one frame, at the box of the detection it matched."""
+    """A confirmed person track in one frame, at the box of the detection it matched.
+
+    ``filtered`` is the Kalman filter's box after correcting with that detection (the same box when
+    not given): smoother than the raw detection, a little behind it when the person speeds up.
+    """
 
     track_id: int
     xyxy: Box
     score: float
     hits: int
+    filtered: Box | None = None
 
     @property
     def foot(self) -> tuple[float, float]:
         """Bottom-centre of the box: where the person stands."""
         x1, _, x2, y2 = self.xyxy
         return ((x1 + x2) / 2.0, y2)
+
+    @property
+    def filtered_foot(self) -> tuple[float, float]:
+        """Bottom-centre of the filtered box."""
+        x1, _, x2, y2 = self.filtered or self.xyxy
+        return ((x1 + x2) / 2.0, y2)
+
+    @property
+    def height(self) -> float:
+        return self.xyxy[3] - self.xyxy[1]
+
+    @property
+    def area(self) -> float:
+        return (self.xyxy[2] - self.xyxy[0]) * (self.xyxy[3] - self.xyxy[1])
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,12 @@ class TrackerSettings:
     - ``match_iou``: least IoU between a predicted track box and a detection for them to match.
     - ``low_match_iou``: the same for low-score detections; stricter, as they are less certain.
     - ``confirm_hits``: consecutive matched frames before a track is confirmed and reported.
-    - ``max_lost_frames``: missed frames in a row a confirmed track survives (3 s at 10 fps).
+    - ``max_lost_s``: seconds a confirmed track survives unseen.
+    - ``frame_s``: the frame interval the motion model is tuned for (its velocities are per step of
+      this length); frames are assumed this far apart when ``update`` is given no time.
+    - ``reassoc_base``, ``reassoc_speed``: how far (box heights, and box heights per second lost) a lost
+      track may be from where it was last seen to take a detection. People walk at about one body
+      height per second; 2 per second and half a height of slack allow a brisk walk and box jitter.
     """
 
     high_threshold: float = 0.5
@@ -91,7 +118,10 @@ class TrackerSettings:
     match_iou: float = 0.2
     low_match_iou: float = 0.5
     confirm_hits: int = 3
-    max_lost_frames: int = 30
+    max_lost_s: float = 3.0
+    frame_s: float = 0.1
+    reassoc_base: float = 0.5
+    reassoc_speed: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_threshold <= self.high_threshold <= 1.0:
@@ -104,17 +134,23 @@ class TrackerSettings:
                 raise ValueError(f"{name} must lie in (0, 1], got {value}")
         if self.confirm_hits < 1:
             raise ValueError("confirm_hits must be at least 1")
-        if self.max_lost_frames < 0:
-            raise ValueError("max_lost_frames must not be negative")
+        if not self.max_lost_s >= 0:
+            raise ValueError("max_lost_s must not be negative")
+        if not self.frame_s > 0:
+            raise ValueError("frame_s must be positive")
+        if not (self.reassoc_base >= 0 and self.reassoc_speed >= 0):
+            raise ValueError("reassoc_base and reassoc_speed must not be negative")
 
 
 class _LiveTrack:
     """Bookkeeping of one live track; its Kalman state is a row of the tracker's arrays."""
 
-    __slots__ = ("box", "hits", "missed", "score", "track_id")
+    __slots__ = ("box", "filtered", "hits", "missed", "score", "seen_t", "track_id")
 
-    def __init__(self, box: Box, score: float) -> None:
+    def __init__(self, box: Box, score: float, t: float) -> None:
         self.box = box
+        self.filtered = box
+        self.seen_t = t
         self.score = score
         self.hits = 1
         self.missed = 0
@@ -132,18 +168,26 @@ class ByteTracker:
         self._means: FloatArray = np.zeros((0, STATE_SIZE), dtype=np.float64)
         self._covariances: FloatArray = np.zeros((0, STATE_SIZE, STATE_SIZE), dtype=np.float64)
         self._next_id = 1
+        self._frames = 0
+        self._t: float | None = None
 
     @property
     def settings(self) -> TrackerSettings:
         return self._settings
 
-    def update(self, detections: Detections) -> TrackerUpdate:
-        """Advance by one frame and return the confirmed tracks matched in it."""
+    def update(self, detections: Detections, t: float | None = None) -> TrackerUpdate:
+        """Advance to the frame at monotonic time ``t`` (seconds; one ``frame_s`` after the last
+        frame when None) and return the confirmed tracks matched in it."""
         s = self._settings
         boxes, scores = _usable(detections, s.low_threshold)
         tracks = self._tracks
+        if t is None:
+            t = self._frames * s.frame_s if self._t is None else self._t + s.frame_s
+        steps = 1.0 if self._t is None else max(t - self._t, 0.0) / s.frame_s
+        self._t = t
+        self._frames += 1
 
-        self._predict()
+        self._predict(steps)
         predicted = states_to_boxes(self._means)
         confirmed = np.array([i for i, t in enumerate(tracks) if t.track_id is not None], dtype=np.intp)
         tentative = np.array([i for i, t in enumerate(tracks) if t.track_id is None], dtype=np.intp)
@@ -151,7 +195,8 @@ class ByteTracker:
         low = np.flatnonzero(scores < s.high_threshold)
 
         # Stage 1: high-score detections against every confirmed track, seen or lost.
-        rows, cols = _match(predicted[confirmed], boxes[high], s.match_iou)
+        reach = self._reach(confirmed, boxes[high], t)
+        rows, cols = _match(predicted[confirmed], boxes[high], s.match_iou, reach)
         hit_rows = [confirmed[rows]]
         hit_dets = [high[cols]]
         unmatched = np.delete(confirmed, rows)
@@ -169,7 +214,7 @@ class ByteTracker:
         hit_dets.append(left_high[cols])
         left_high = np.delete(left_high, cols)
 
-        keep, ended = self._apply_matches(np.concatenate(hit_rows), np.concatenate(hit_dets), boxes, scores)
+        keep, ended = self._apply_matches(np.concatenate(hit_rows), np.concatenate(hit_dets), boxes, scores, t)
         if ended:
             logger.debug("tracks ended: %s", ended)
 
@@ -178,7 +223,7 @@ class ByteTracker:
         new_means, new_covariances = self._kalman.initiate(boxes_to_measurements(boxes[starts]))
         self._tracks = [tracks[r] for r in np.flatnonzero(keep).tolist()]
         self._tracks.extend(
-            _LiveTrack(_as_box(b), sc) for b, sc in zip(boxes[starts].tolist(), scores[starts].tolist(), strict=True)
+            _LiveTrack(_as_box(b), sc, t) for b, sc in zip(boxes[starts].tolist(), scores[starts].tolist(), strict=True)
         )
         self._means = np.concatenate([self._means[keep], new_means])
         self._covariances = np.concatenate([self._covariances[keep], new_covariances])
@@ -192,7 +237,7 @@ class ByteTracker:
                     continue
                 track.track_id = self._next_id
                 self._next_id += 1
-            reported.append(Track(track.track_id, track.box, track.score, track.hits))
+            reported.append(Track(track.track_id, track.box, track.score, track.hits, track.filtered))
         reported.sort(key=lambda t: t.track_id)
         return TrackerUpdate(tuple(reported), tuple(ended))
 
@@ -204,39 +249,59 @@ class ByteTracker:
         self._covariances = self._covariances[:0]
         return tuple(ended)
 
-    def _predict(self) -> None:
-        """Move every live track one frame ahead."""
+    def _reach(self, rows: IntArray, dets: FloatArray, t: float) -> npt.NDArray[np.bool_] | None:
+        """Which (track, detection) pairs are near enough for the lost tracks among ``rows``."""
+        s = self._settings
+        lost = [i for i, r in enumerate(rows.tolist()) if self._tracks[r].missed > 0]
+        if not lost or dets.shape[0] == 0:
+            return None
+        allowed = np.ones((rows.shape[0], dets.shape[0]), dtype=bool)
+        centres = np.stack([(dets[:, 0] + dets[:, 2]) / 2.0, (dets[:, 1] + dets[:, 3]) / 2.0], axis=1)
+        for i in lost:
+            track = self._tracks[int(rows[i])]
+            x1, y1, x2, y2 = track.box
+            height = max(y2 - y1, 1.0)
+            limit = height * (s.reassoc_base + s.reassoc_speed * max(t - track.seen_t, 0.0))
+            distance = np.hypot(centres[:, 0] - (x1 + x2) / 2.0, centres[:, 1] - (y1 + y2) / 2.0)
+            allowed[i] = distance <= limit
+        return allowed
+
+    def _predict(self, steps: float) -> None:
+        """Move every live track ``steps`` frames ahead."""
         if not self._tracks:
             return
         # A lost track keeps drifting along its path but stops growing or shrinking.
         lost = np.fromiter((t.missed > 0 for t in self._tracks), dtype=bool, count=len(self._tracks))
         self._means[lost, 7] = 0.0
-        self._means, self._covariances = self._kalman.predict(self._means, self._covariances)
+        self._means, self._covariances = self._kalman.predict(self._means, self._covariances, steps)
 
     def _apply_matches(
-        self, rows: IntArray, dets: IntArray, boxes: FloatArray, scores: FloatArray
+        self, rows: IntArray, dets: IntArray, boxes: FloatArray, scores: FloatArray, t: float
     ) -> tuple[npt.NDArray[np.bool_], list[int]]:
         """Correct matched tracks, count misses; returns which rows live on and the ids that ended."""
         if rows.size:
             self._means[rows], self._covariances[rows] = self._kalman.update(
                 self._means[rows], self._covariances[rows], boxes_to_measurements(boxes[dets])
             )
-        for r, b, sc in zip(rows.tolist(), boxes[dets].tolist(), scores[dets].tolist(), strict=True):
+        filtered = states_to_boxes(self._means[rows]).tolist()
+        for r, b, sc, fb in zip(rows.tolist(), boxes[dets].tolist(), scores[dets].tolist(), filtered, strict=True):
             track = self._tracks[r]
             track.box = _as_box(b)
+            track.filtered = _as_box(fb)
             track.score = sc
             track.hits += 1
             track.missed = 0
+            track.seen_t = t
         keep = np.zeros(len(self._tracks), dtype=bool)
         keep[rows] = True
-        # Tentative tracks go at their first miss, confirmed ones after max_lost_frames.
+        # Tentative tracks go at their first miss, confirmed ones once unseen for more than max_lost_s.
         ended: list[int] = []
         for r in np.flatnonzero(~keep).tolist():
             track = self._tracks[r]
             if track.track_id is None:
                 continue
             track.missed += 1
-            if track.missed <= self._settings.max_lost_frames:
+            if t - track.seen_t <= self._settings.max_lost_s + 1e-9:
                 keep[r] = True
             else:
                 ended.append(track.track_id)
@@ -278,13 +343,17 @@ def iou_matrix(a: FloatArray, b: FloatArray) -> FloatArray:
     return out
 
 
-def _match(tracks: FloatArray, dets: FloatArray, min_iou: float) -> tuple[IntArray, IntArray]:
-    """Hungarian matching on 1 - IoU; returns matched (track rows, detection columns)."""
+def _match(
+    tracks: FloatArray, dets: FloatArray, min_iou: float, allowed: npt.NDArray[np.bool_] | None = None
+) -> tuple[IntArray, IntArray]:
+    """Hungarian matching on 1 - IoU among ``allowed`` pairs; returns matched (track rows, detection columns)."""
     empty = np.zeros(0, dtype=np.intp)
     if tracks.shape[0] == 0 or dets.shape[0] == 0:
         return empty, empty
     iou = iou_matrix(tracks, dets)
     gate = iou >= min_iou
+    if allowed is not None:
+        gate &= allowed
     if not gate.any():
         return empty, empty
     cost = np.where(gate, 1.0 - iou, _GATED_COST)

@@ -240,3 +240,41 @@ def test_lingering_beside_the_line_needs_a_longer_hold_or_net_mode(hold: int, ne
     counter = LineCounter("door", A, B, hold=hold, net=net)
     per_frame = run(counter, [*walk(ys), ({}, (1,))])
     assert directions(per_frame) == expected
+
+
+def banded(ys: Sequence[float], height: float = 100.0, band: float = 0.1, hold: int = 2) -> list[str]:
+    """Directions counted for one track at x=100 through ``ys`` with a band around the line y=100."""
+    counter = LineCounter("door", A, B, hold=hold, band=band)
+    return [c.direction for y in ys for c in counter.update({1: Point(100.0, y)}, (), {1: height})]
+
+
+@pytest.mark.parametrize(
+    ("ys", "height", "expected"),
+    [
+        pytest.param([60.0] + [100.0 + (8.0 if i // 2 % 2 else -8.0) for i in range(40)], 100.0, [], id="jitter-8px"),
+        pytest.param([100.0 + (8.0 if i // 3 % 2 else -8.0) for i in range(40)], 100.0, [], id="jitter-born-on-line"),
+        pytest.param([60.0, 80.0, 95.0, 105.0, 115.0, 125.0, 140.0], 100.0, ["in"], id="real-crossing-counts-once"),
+        pytest.param([140.0, 120.0, 105.0, 95.0, 85.0, 60.0], 100.0, ["out"], id="real-crossing-upwards"),
+        pytest.param([60.0, 95.0, 105.0, 108.0, 109.0, 95.0, 60.0], 100.0, [], id="into-band-and-back"),
+        pytest.param([60.0, 111.0, 95.0, 112.0, 114.0], 100.0, ["in"], id="leaves-band-and-holds"),
+        pytest.param([60.0, 111.0, 95.0, 60.0], 100.0, [], id="one-frame-past-the-band"),
+        pytest.param([96.0, 104.0, 112.0, 120.0], 100.0, ["in"], id="born-in-band-settles-on-its-side"),
+    ],
+)
+def test_band_around_the_line(ys: list[float], height: float, expected: list[str]) -> None:
+    """A foot point oscillating ±8 px across a line for 40 frames counts nothing for a 100 px person
+    (band 10 px); a real crossing through the band counts once."""
+    assert banded(ys, height) == expected
+
+
+def test_band_counts_a_crossing_once_where_no_band_counts_jitter() -> None:
+    jitter = [60.0] + [100.0 + (8.0 if i // 2 % 2 else -8.0) for i in range(40)]
+    without = banded(jitter, band=0.0)
+    assert len(without) >= 10
+    assert without[:2] == ["in", "out"]
+    assert banded(jitter, band=0.1) == []
+
+
+def test_negative_band_is_refused() -> None:
+    with pytest.raises(ValueError, match="band"):
+        LineCounter("door", A, B, band=-0.1)

@@ -172,11 +172,12 @@ def _pedpy_crossings(walk: Walk, line: tuple[tuple[float, float], ...]) -> Count
     ]
     data = pedpy.TrajectoryData(data=pd.DataFrame(rows, columns=["id", "frame", "x", "y"]), frame_rate=RATE)
     crossings = compute_crossing_frames(traj_data=data, measurement_line=pedpy.MeasurementLine(_with_tolerance(line)))
-    x_line = line[0][0]
+    (ax, ay), (bx, by) = line
     found: Counter[tuple[int, str]] = Counter()
     for track, frame in zip(crossings["id"], crossings["frame"], strict=True):
-        x = walk.samples[frame].positions[track][0]
-        found[(int(track), "in" if x > x_line else "out")] += 1
+        x, y = walk.samples[frame].positions[track]
+        ends_right = (bx - ax) * (y - ay) - (by - ay) * (x - ax) > 0  # right of A→B with y pointing down
+        found[(int(track), "in" if ends_right else "out")] += 1
     return found
 
 
@@ -336,3 +337,30 @@ def _all_tracks(samples: Iterable[Sample]) -> set[int]:
 def test_every_track_ends_exactly_once(walk: Walk) -> None:
     ended = [track for sample in walk.samples for track in sample.ended]
     assert sorted(ended) == sorted(_all_tracks(walk.samples)) == sorted(walk.kinds)
+
+
+# A diagonal line across the whole corridor, drawn so that walking towards +x is ``in``.
+DIAGONAL = ((9.0, WIDTH), (11.0, 0.0))
+
+
+@pytest.mark.parametrize("line", [MIDDLE, SHORT, DIAGONAL], ids=["middle", "short-segment", "diagonal"])
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_band_keeps_line_counts_exact_with_jitter_and_a_two_frame_hold(
+    walk: Walk, seed: int, line: tuple[tuple[float, float], ...]
+) -> None:
+    # The case the hold alone cannot handle (see above): with a band of 0.05 box heights (10 cm for
+    # the 100 px = 2 m a track without a height is taken to be) 3 cm of jitter beside the line
+    # counts nothing, and every real crossing still counts once.
+    noisy = _noisy(walk, sigma=0.03, drop=0.05, seed=seed)
+    truth = _pedpy_crossings(walk, line)
+    assert sum(truth.values()) > 10
+    assert _count_line(noisy, line, hold=2, band=0.05) == truth
+
+
+def test_without_the_band_a_two_frame_hold_adds_crossings_now_and_then(walk: Walk) -> None:
+    """The counterpart of the test above: the band is what makes the difference."""
+    exact = []
+    for seed, line in itertools.product([11, 12, 13], [MIDDLE, DIAGONAL]):
+        noisy = _noisy(walk, sigma=0.03, drop=0.05, seed=seed)
+        exact.append(_count_line(noisy, line, hold=2) == _pedpy_crossings(walk, line))
+    assert not all(exact)

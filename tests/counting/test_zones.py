@@ -179,3 +179,33 @@ def test_monotonic_time_going_back_is_refused_and_allowed_again_after_finish() -
 def test_a_visit_never_has_a_negative_dwell() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         Visit("shelf", 1, 10.0, 12.0, -1.0)
+
+
+def test_occupancy_counts_only_tracks_seen_within_the_grace() -> None:
+    zone = ZoneCounter("shelf", SQUARE, min_frames=1, grace_s=0.5)
+    counts = [zone.update({1: IN}, 0.0).occupancy, zone.update({1: IN}, 0.1).occupancy]
+    counts += [zone.update({}, round(0.1 + 0.1 * k, 1)).occupancy for k in range(1, 9)]
+    assert counts == [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert zone.update({1: IN}, 1.0).occupancy == 1  # seen again: counted, same visit
+    assert zone.update({}, 1.1, ended=[1]).exited == (Visit("shelf", 1, 0.0, 1.0, 1.0),)
+
+
+def test_withdrawn_track_closes_its_visit_at_the_given_time_and_starts_afresh() -> None:
+    zone = ZoneCounter("shelf", SQUARE, min_frames=1)
+    zone.update({1: IN}, 10.0)
+    zone.update({1: IN}, 11.0)
+    frame = zone.update({}, 70.0, withdrawn={1: 12.5})
+    assert frame.exited == (Visit("shelf", 1, 10.0, 12.5, 2.5),)
+    assert frame.occupancy == 0
+    assert zone.update({1: IN}, 71.0).entered == (1,)
+
+
+def test_withdrawal_never_closes_a_visit_before_it_began() -> None:
+    zone = ZoneCounter("shelf", SQUARE, min_frames=1)
+    zone.update({1: IN}, 10.0)
+    assert zone.update({}, 11.0, withdrawn={1: 5.0}).exited == (Visit("shelf", 1, 10.0, 10.0, 0.0),)
+
+
+def test_negative_grace_is_refused() -> None:
+    with pytest.raises(ValueError, match="grace_s"):
+        ZoneCounter("shelf", SQUARE, grace_s=-1.0)

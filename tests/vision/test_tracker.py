@@ -62,7 +62,7 @@ def test_foot_is_bottom_centre_of_the_box() -> None:
         ({"match_iou": 0.0}, "match_iou"),
         ({"low_match_iou": 1.2}, "low_match_iou"),
         ({"confirm_hits": 0}, "confirm_hits"),
-        ({"max_lost_frames": -1}, "max_lost_frames"),
+        ({"max_lost_s": -1.0}, "max_lost_s"),
     ],
 )
 def test_settings_refuse_impossible_values(changes: dict[str, float], message: str) -> None:
@@ -74,7 +74,7 @@ def test_default_settings_suit_ten_fps_pedestrian_video() -> None:
     settings = TrackerSettings()
     assert settings.low_threshold < settings.high_threshold <= settings.new_track_threshold
     assert settings.confirm_hits == 3
-    assert settings.max_lost_frames == 30
+    assert settings.max_lost_s == 3.0
 
 
 def test_iou_matrix_compares_every_pair() -> None:
@@ -189,8 +189,8 @@ def test_track_missing_for_a_few_frames_keeps_its_id_when_it_reappears_along_its
     assert ended == []
 
 
-def test_track_missing_longer_than_max_lost_frames_is_ended_once_and_never_again() -> None:
-    tracker = ByteTracker(TrackerSettings(max_lost_frames=5))
+def test_track_missing_longer_than_max_lost_s_is_ended_once_and_never_again() -> None:
+    tracker = ByteTracker(TrackerSettings(max_lost_s=0.5))
     for t in range(5):
         tracker.update(frame((walk((50, 300), (10, 0), t), 0.9)))
     ended_at = []
@@ -204,7 +204,7 @@ def test_track_missing_longer_than_max_lost_frames_is_ended_once_and_never_again
 
 
 def test_person_returning_after_their_track_ended_gets_a_new_id() -> None:
-    tracker = ByteTracker(TrackerSettings(max_lost_frames=3))
+    tracker = ByteTracker(TrackerSettings(max_lost_s=0.3))
     box = person(300, 300)
     for _ in range(4):
         tracker.update(frame((box, 0.9)))
@@ -271,7 +271,7 @@ def test_empty_detections_every_frame_work() -> None:
 
 
 def test_finish_ends_every_live_confirmed_track_and_later_ids_keep_increasing() -> None:
-    tracker = ByteTracker(TrackerSettings(max_lost_frames=10))
+    tracker = ByteTracker(TrackerSettings(max_lost_s=1.0))
     for t in range(4):
         tracker.update(frame((walk((50, 300), (6, 0), t), 0.9), (walk((600, 200), (-6, 0), t), 0.9)))
     tracker.update(frame((walk((50, 300), (6, 0), 4), 0.9)))  # the second one is lost, not ended
@@ -290,7 +290,7 @@ def test_ids_are_unique_dense_and_never_reused_in_a_busy_scene() -> None:
         start = (float(rng.uniform(0, 700)), float(rng.uniform(150, 550)))
         step = (float(rng.uniform(-9, 9)), float(rng.uniform(-3, 3)))
         walkers.append((int(rng.integers(0, 150)), int(rng.integers(15, 60)), start, step))
-    tracker = ByteTracker(TrackerSettings(max_lost_frames=10))
+    tracker = ByteTracker(TrackerSettings(max_lost_s=1.0))
     ended: list[int] = []
     seen: set[int] = set()
     for t in range(220):
@@ -434,3 +434,92 @@ def test_tracks_on_the_sample_clip_are_plausible(
     assert 8 <= len(lengths) <= 40
     assert 4 <= float(np.median(per_frame[10:])) <= 15
     assert float(np.mean(list(lengths.values()))) >= 20
+
+
+# --- time and re-association --------------------------------------------------------------------------
+
+
+def runner(t: float) -> Box:
+    """A wide box moving 25 px a frame (2.5 box heights a second at 10 fps)."""
+    return person(50 + 25 * t, 300, w=80)
+
+
+def lost_and_found(settings: TrackerSettings, gap: int) -> tuple[list[int], list[int]]:
+    """The runner seen 8 frames, unseen ``gap`` frames, then seen again where its prediction is.
+
+    Returns the ids before the gap and those reported once it has been seen again 3 times.
+    """
+    tracker = ByteTracker(settings)
+    before = []
+    for t in range(8):
+        before = ids(tracker.update(frame((runner(t), 0.9))))
+    for _ in range(gap):
+        tracker.update(frame())
+    after: list[int] = []
+    for k in range(3):
+        after = ids(tracker.update(frame((runner(8 + gap + k), 0.9))))
+    return before, after
+
+
+@pytest.mark.parametrize(
+    ("reassoc_speed", "gap", "same_track"),
+    [
+        # Lost for 2 s, the prediction coasts 5 box heights from where it was last seen, beyond the
+        # limit of 0.5 + 2 x 2 = 4.5 heights: whoever is there now is someone else.
+        pytest.param(2.0, 20, False, id="beyond-the-limit-a-new-track"),
+        pytest.param(100.0, 20, True, id="without-a-limit-the-lost-track-jumps"),
+        pytest.param(2.0, 3, True, id="a-short-loss-is-within-the-limit"),
+    ],
+)
+def test_a_rematch_beyond_the_distance_limit_starts_a_new_track(
+    reassoc_speed: float, gap: int, same_track: bool
+) -> None:
+    before, after = lost_and_found(TrackerSettings(max_lost_s=5.0, reassoc_speed=reassoc_speed), gap)
+    assert before == [1]
+    assert after == ([1] if same_track else [2])
+
+
+def test_missing_frames_are_longer_steps_not_lost_tracks() -> None:
+    """At 10 fps with every other frame dropped, a walker keeps its one id and is never lost."""
+    tracker = ByteTracker()
+    reported = []
+    for t in range(0, 60, 2):
+        update = tracker.update(frame((walk((50, 300), (8, 0), t), 0.9)), t / 10.0)
+        reported.append(ids(update))
+    assert reported[:2] == [[], []]
+    assert all(r == [1] for r in reported[2:])
+
+
+def test_lost_timeout_is_in_seconds_whatever_the_frame_rate() -> None:
+    for fps in (10.0, 5.0):
+        tracker = ByteTracker(TrackerSettings(max_lost_s=1.0))
+        for k in range(5):
+            tracker.update(frame((walk((50, 300), (10, 0), k), 0.9)), k / fps)
+        start = 4 / fps
+        ended_at = next(k for k in range(1, 100) if tracker.update(frame(), start + k / fps).ended == (1,))
+        assert ended_at / fps == pytest.approx(1.0 + 1.0 / fps)
+
+
+def test_the_tracker_reports_its_filtered_box_besides_the_detection() -> None:
+    tracker = ByteTracker()
+    rng = np.random.default_rng(3)
+    for t in range(10):
+        box = walk((50, 300), (6, 0), t)
+        noisy = tuple(v + float(rng.normal(0, 4)) for v in box)
+        update = tracker.update(frame((noisy, 0.9)))
+    track = update.tracks[0]
+    assert track.filtered is not None
+    assert track.filtered != track.xyxy
+    assert abs(track.filtered[3] - track.xyxy[3]) < 20
+
+
+def test_a_burst_of_dropped_frames_is_predicted_across_by_time() -> None:
+    """Frames dropped under load come in bursts: the prediction covers the time that passed, so a
+    walker at 20 px a frame keeps its id across a gap of four frames (80 px, two box widths)."""
+    tracker = ByteTracker()
+    kept = [t for t in range(60) if t % 10 < 6]  # six frames seen, four dropped, and again
+    reported = set()
+    for t in kept:
+        update = tracker.update(frame((walk((20, 300), (20, 0), t), 0.9)), t / 10.0)
+        reported.update(ids(update))
+    assert reported == {1}

@@ -1,0 +1,170 @@
+"""What the counting rules cost per frame and what each changes on the sample clip, in one run.
+
+    python tests/benchmarks/bench_counting_rules.py [--truth tests/data/vtest_truth.toml]
+        [--video PATH] [--yolox PATH] [--repeat 5]
+
+The detector runs once per model over the whole clip; the tracker and counters are then replayed on
+those detections with the rules off (no band, no grace, no stationary rule, no re-association
+limit: the counting of before the rules) and with each rule added, then all on (the defaults).
+For each it prints line accuracy and zone MAE against the truth file, scored by the same code as
+``retail-agent eval``.
+
+Then the cost: the tracker's output is recorded once and the counting step (``count_tracks``: lines,
+zones, stationary rule) is timed over it with the rules off and on, interleaved ``--repeat`` times;
+likewise the tracker with and without the re-association limit. The fastest of the repeats is
+shown (the machine's noise only ever adds time), with the ratio to the rules-off baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.config import LineConfig, ZoneConfig, parse_config
+from agent.evaluation import Truth, load_truth, score
+from agent.vision import tracker as tracker_module
+from agent.vision.count import CountReport
+from agent.vision.detections import Detections
+from agent.vision.detector import Detector
+from agent.vision.models import default_model_dirs, resolve_model
+from agent.vision.pipeline import CountingRules, TrafficPipeline, tracker_settings
+from agent.vision.source import parse_source, read_frames
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+FPS = 10.0
+
+Variant = dict[str, Any]
+
+VARIANTS: list[tuple[str, Variant]] = [
+    ("rules off", {"band": 0.0, "grace": None, "stationary": None, "reassoc": False}),
+    ("+ stationary", {"band": 0.0, "grace": None, "stationary": 60.0, "reassoc": False}),
+    ("+ band 0.05", {"band": 0.05, "grace": None, "stationary": None, "reassoc": False}),
+    ("+ band 0.10", {"band": 0.10, "grace": None, "stationary": None, "reassoc": False}),
+    ("+ grace 0.5 s", {"band": 0.0, "grace": 0.5, "stationary": None, "reassoc": False}),
+    ("+ grace 1 s", {"band": 0.0, "grace": 1.0, "stationary": None, "reassoc": False}),
+    ("+ reassoc limit", {"band": 0.0, "grace": None, "stationary": None, "reassoc": True}),
+    ("+ filtered foot", {"band": 0.0, "grace": None, "stationary": None, "reassoc": False, "filtered": True}),
+    ("all on (defaults)", {}),
+]
+
+
+def detect_all(detector: Detector, video: Path) -> tuple[list[Detections], tuple[int, int]]:
+    detections, size = [], (0, 0)
+    for frame in read_frames(parse_source(str(video)), file_start_t=0.0):
+        size = (frame.image.shape[1], frame.image.shape[0])
+        detections.append(detector.detect(frame.image))
+    return detections, size
+
+
+def replay(
+    detector: Detector, truth: Truth, detections: list[Detections], size: tuple[int, int], variant: Variant
+) -> CountReport:
+    """Track and count the cached detections."""
+    lines: dict[str, LineConfig] = truth.line_configs()
+    zones: dict[str, ZoneConfig] = truth.zone_configs()
+    if "band" in variant:
+        lines = {k: v.model_copy(update={"band": variant["band"]}) for k, v in lines.items()}
+    if "grace" in variant:
+        zones = {k: v.model_copy(update={"seen_grace_s": variant["grace"]}) for k, v in zones.items()}
+    rules = CountingRules(
+        lines=lines,
+        zones=zones,
+        stationary_s=variant.get("stationary", 60.0),
+        position="filtered" if variant.get("filtered") else "detection",
+    )
+    settings = tracker_settings(parse_config({}).tracker, detector.spec)
+    pipeline = TrafficPipeline(detector, rules, settings)
+    pipeline._layout(*size)
+    counts = {name: {"in": 0, "out": 0} for name in lines}
+    zone_frames: dict[str, list[int]] = {name: [] for name in zones}
+    original: Callable[..., Any] = tracker_module.ByteTracker._reach
+    if variant.get("reassoc") is False:
+        tracker_module.ByteTracker._reach = lambda self, rows, dets, t: None  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        results = [pipeline.process_detections(i, i / FPS, d) for i, d in enumerate(detections)]
+        results.append(pipeline.finish())
+        elapsed = time.perf_counter() - started
+    finally:
+        tracker_module.ByteTracker._reach = original  # type: ignore[method-assign]
+    for result in results:
+        for crossing in result.crossings:
+            counts[crossing.line][crossing.direction] += 1
+        if result.index >= 0:
+            for zone in result.zones:
+                zone_frames[zone.zone].append(zone.occupancy)
+    return CountReport("clip", len(detections), elapsed, detector.spec.name, "", counts, zone_frames)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--truth", type=Path, default=REPO / "tests" / "data" / "vtest_truth.toml")
+    parser.add_argument("--video", type=Path, default=SHARED / "data" / "vtest.avi")
+    parser.add_argument("--yolox", type=Path, default=SHARED / "models" / "yolox_nano.onnx")
+    parser.add_argument("--repeat", type=int, default=10, help="interleaved timed runs (the fastest is shown)")
+    args = parser.parse_args()
+    truth = load_truth(args.truth)
+    specs = [resolve_model("ssdlite-pedestrian", None, default_model_dirs(None))]
+    if args.yolox.is_file():
+        specs.append(resolve_model(str(args.yolox), "yolox", []))
+    for spec in specs:
+        detector = Detector(spec, threads=1)
+        detections, size = detect_all(detector, args.video)
+        print(f"{spec.name}: {len(detections)} frames of {args.video.name}")
+        print(f"  {'variant':<20}{'lines':>8}{'zone MAE':>10}   per line (in, out)")
+        for name, variant in VARIANTS:
+            report = replay(detector, truth, detections, size, variant)
+            result = score(truth, report)
+            mae = statistics.mean(z.mean_abs_error for z in result.zones) if result.zones else 0.0
+            per_line = " ".join(f"{s.name}{s.counted}" for s in result.lines)
+            print(f"  {name:<20}{result.line_accuracy:>8.1%}{mae:>10.3f}   {per_line}")
+        cost(detector, truth, detections, size, args.repeat)
+    return 0
+
+
+def cost(detector: Detector, truth: Truth, detections: list[Detections], size: tuple[int, int], repeat: int) -> None:
+    """Time the counting step and the tracker with and without the rules, interleaved."""
+    settings = tracker_settings(parse_config({}).tracker, detector.spec)
+    tracker = tracker_module.ByteTracker(settings)
+    updates = [tracker.update(d, i / FPS) for i, d in enumerate(detections)]
+    off_lines = {k: v.model_copy(update={"band": 0.0}) for k, v in truth.line_configs().items()}
+    off_zones = {k: v.model_copy(update={"seen_grace_s": None}) for k, v in truth.zone_configs().items()}
+    rules = {
+        "off": CountingRules(lines=off_lines, zones=off_zones, stationary_s=None),
+        "on": CountingRules(lines=truth.line_configs(), zones=truth.zone_configs()),
+    }
+    counting: dict[str, list[float]] = {"off": [], "on": []}
+    tracking: dict[str, list[float]] = {"off": [], "on": []}
+    original: Callable[..., Any] = tracker_module.ByteTracker._reach
+    for _ in range(repeat):
+        for key, rule in rules.items():
+            pipeline = TrafficPipeline(detector, rule, settings)
+            pipeline._layout(*size)
+            started = time.perf_counter()
+            for i, update in enumerate(updates):
+                pipeline.count_tracks(i, i / FPS, i / FPS, update.tracks, update.ended)
+            counting[key].append((time.perf_counter() - started) / len(updates) * 1000)
+        for key in ("off", "on"):
+            if key == "off":
+                tracker_module.ByteTracker._reach = lambda self, rows, dets, t: None  # type: ignore[method-assign]
+            try:
+                tracker = tracker_module.ByteTracker(settings)
+                started = time.perf_counter()
+                for i, d in enumerate(detections):
+                    tracker.update(d, i / FPS)
+                tracking[key].append((time.perf_counter() - started) / len(detections) * 1000)
+            finally:
+                tracker_module.ByteTracker._reach = original  # type: ignore[method-assign]
+    for what, times in (("counting step", counting), ("tracker", tracking)):
+        off, on = min(times["off"]), min(times["on"])
+        print(f"  {what:<14} rules off {off:.4f} ms/frame, on {on:.4f} ms/frame, ratio {on / off:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
