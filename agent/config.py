@@ -594,9 +594,18 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return " -> ".join(str(part) for part in loc) or "(top level)"
 
 
+# Keys counted in frames before counting moved to seconds; an old config is told what to write instead.
+RENAMED_KEYS = {
+    "hold_frames": "hold_s (seconds)",
+    "zone_min_frames": "zone_min_s (seconds)",
+    "max_lost_frames": "max_lost_s (seconds)",
+}
+
+
 def _message(error: Any) -> str:
     if error["type"] == "extra_forbidden":
-        return "unknown key"
+        renamed = RENAMED_KEYS.get(str(error["loc"][-1])) if error["loc"] else None
+        return f"unknown key; it was replaced by {renamed}" if renamed else "unknown key"
     if error["type"] == "missing":
         return "is required"
     return str(error["msg"]).removeprefix("Value error, ")

@@ -101,7 +101,11 @@ threads = 2
         ({"camera": {"masks": {"poster": {"polygon": [[0, 0], [1, 1]]}}}}, "camera -> masks -> poster -> polygon:"),
         ({"camera": {"masks": {"bad name": {"polygon": [[0, 0], [9, 0], [9, 9]]}}}}, "camera -> masks:"),
         ({"counting": {"stationary_s": 0}}, "counting -> stationary_s:"),
-        ({"counting": {"hold_frames": 2}}, "counting -> hold_frames: unknown key"),
+        ({"counting": {"hold_frames": 2}}, "counting -> hold_frames: unknown key; it was replaced by hold_s"),
+        (
+            {"tracker": {"max_lost_frames": 30}},
+            "tracker -> max_lost_frames: unknown key; it was replaced by max_lost_s",
+        ),
         ({"tracker": {"max_lost_s": -1}}, "tracker -> max_lost_s:"),
     ],
 )
