@@ -23,7 +23,8 @@ from agent.contract.kinds import MessageKind
 from agent.contract.payloads import ConfigReported, JobState
 from agent.fleet import jobs, keys, replay
 from agent.fleet.actions import DESK_TYPES, ping_details, run_desk_command
-from agent.fleet.bodies import BODIES, ConfigBody, FleetKeyBody, PingBody, _Body, parse_body
+from agent.fleet.bodies import BODIES, CancelBody, ConfigBody, FleetKeyBody, PingBody, _Body, parse_body
+from agent.fleet.cancel import cancel_job
 from agent.fleet.commands import (
     MAX_COMMAND_BYTES,
     Command,
@@ -177,6 +178,9 @@ class FleetAgent:
         device = config.device.id
         if isinstance(body, ConfigBody):
             return self._desired_config(db, config, command, body, now)
+        if isinstance(body, CancelBody):
+            with transaction(db):
+                return cancel_job(db, device, command, body, now)
         with transaction(db):
             jobs.transition(db, device, command.id, JobState.IN_PROGRESS, step="applying", now=now)
         details: jobs.Details
