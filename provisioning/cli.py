@@ -34,6 +34,7 @@ from provisioning.fleet import (
 )
 from provisioning.install import InstallError, InstallOptions, install
 from provisioning.pki import CERT_MODE, DevCa, PkiError, write_atomic
+from provisioning.rollout.cli import add_rollout_parser
 
 logger = logging.getLogger("provisioning.cli")
 
@@ -428,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for the job's final status")
     send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="how long --wait waits")
     send.set_defaults(func=cmd_fleet_send)
+    add_rollout_parser(fleet_commands)
     return parser
 
 

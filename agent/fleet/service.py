@@ -3,8 +3,9 @@
 ``handle`` (registered with the sync dispatcher for ``cmd/#`` and each fleet group) only queues
 what arrives, bounded; the periodic task (``__call__``) does everything that needs the database:
 decode, verify against the fleet key in force, check tenant, target and validity, refuse replays,
-record the job and run it. Every refusal is logged and audited (role ``fleet``) with its reason and
-changes nothing else.
+record the job and run it. Commands waiting together run in arrival order, except that cancels
+(published on ``cmd/cancel``) run first. Every refusal is logged and audited (role ``fleet``) with
+its reason and changes nothing else.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PENDING = 256
 PRUNE_INTERVAL_S = 3600.0
+CANCEL_TOPIC_SUFFIX = "/cmd/cancel"
 
 
 class FleetAgent:
@@ -91,11 +93,12 @@ class FleetAgent:
         if not self._recovered:
             self._recover(db, now)
             self._recovered = True
-        while True:
-            with self._lock:
-                if not self._pending:
-                    break
-                topic, payload, size = self._pending.popleft()
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        # Cancels first: a device back from an outage that finds a job and its cancel waiting never runs the job.
+        batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
+        for topic, payload, size in batch:
             self.process(topic, payload, now, size=size)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
             with transaction(db):

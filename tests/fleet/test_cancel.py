@@ -102,3 +102,18 @@ def test_job_statuses_are_retained_so_a_late_operator_reads_them(tmp_path: Path)
     device.send(signed(command("ping", command_id="ping-9")))
     rows = fetch_all(device.db, "SELECT retain FROM outbox WHERE kind = 'jobs' AND route = 'ping-9'")
     assert rows and all(row[0] == 1 for row in rows)
+
+
+def test_a_job_and_its_cancel_waiting_together_never_run_the_job(tmp_path: Path) -> None:
+    device = Device(tmp_path)
+    desired = device_toml(device.config.device.state_dir, extra="\n[camera]\ntarget_fps = 3.0\n")
+    before = device.path.read_bytes()
+    device.fleet.handle(
+        "retail/v1/acme/store-042/till-1/cmd/config",
+        signed(command("config", {"version": 9, "toml": desired}, command_id="cfg-9")),
+    )
+    device.fleet.handle(TOPIC, signed(command("cancel", {"job_id": "cfg-9"}, command_id="cancel-9")))
+    device.fleet(NOW)
+    assert device.job("cfg-9").state is JobState.CANCELED
+    assert device.job("cancel-9").state is JobState.SUCCEEDED
+    assert device.path.read_bytes() == before
