@@ -45,9 +45,7 @@ def _job(args: argparse.Namespace) -> JobSpec:
     raise FleetToolError("say what to roll out: --config FILE --version N")
 
 
-def _targets(args: argparse.Namespace, link: BrokerLink) -> list[DeviceRef]:
-    if args.devices is not None:
-        return read_device_list(Path(args.devices))
+def _store_targets(args: argparse.Namespace, link: BrokerLink) -> list[DeviceRef]:
     link.subscribe([f"retail/v1/{args.tenant}/{args.store}/+/state"])
     found = devices_from_births(link.births(), args.tenant, args.store)
     if not found:
@@ -64,8 +62,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     rate = parse_rate(args.max_failure_rate)
     key = load_private_key(Path(args.key))
     host, port = parse_broker(args.broker)
+    listed = read_device_list(Path(args.devices)) if args.devices is not None else None
     with BrokerLink(host, port) as link:
-        targets = _targets(args, link)
+        targets = listed if listed is not None else _store_targets(args, link)
         state = new_rollout(
             args.id,
             tenant=args.tenant,

@@ -59,6 +59,7 @@ class BrokerLink:
         self._last_message = time.monotonic()
         self._connected = threading.Event()
         self._acked: set[int] = set()
+        self._topics: list[str] = []
         self.bytes_sent = 0
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"retail-rollout-{uuid.uuid4().hex[:10]}", clean_session=True
@@ -88,8 +89,16 @@ class BrokerLink:
     # -- callbacks (network thread) -------------------------------------------------------------------
 
     def _on_connect(self, _c: paho.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if not reason.is_failure:
-            self._connected.set()
+        if reason.is_failure:
+            return
+        if self._connected.is_set():
+            # Back after a lost connection: the session was clean, so subscribe again (retained statuses follow).
+            with self._lock:
+                topics = list(self._topics)
+            for start in range(0, len(topics), SUBSCRIBE_BATCH):
+                self._client.subscribe([(topic, 1) for topic in topics[start : start + SUBSCRIBE_BATCH]])
+            logger.warning("reconnected to %s:%d; %d subscription(s) renewed", self.host, self.port, len(topics))
+        self._connected.set()
 
     def _on_subscribe(self, _c: paho.Client, _u: object, mid: int, _codes: object, _p: object) -> None:
         with self._lock:
@@ -123,6 +132,8 @@ class BrokerLink:
 
     def subscribe(self, topics: Sequence[str], *, settle: bool = True) -> None:
         """Subscribe to ``topics`` (QoS 1) in batches, wait for each SUBACK, then for retained messages."""
+        with self._lock:
+            self._topics.extend(topics)
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
             batch = [(topic, 1) for topic in topics[start : start + SUBSCRIBE_BATCH]]
             result, mid = self._client.subscribe(batch)

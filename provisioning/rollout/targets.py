@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.contract.topics import check_segment
+from agent.fleet.commands import ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ class DeviceRef:
     device: str
 
     def __post_init__(self) -> None:
-        check_segment(self.store, "store")
-        check_segment(self.device, "device")
+        for what, value in (("store", self.store), ("device", self.device)):
+            if not ID_PATTERN.match(value):
+                raise ValueError(f"{what} {value[:70]!r} must be 1-64 letters, digits, '_', '.' or '-'")
 
     def __str__(self) -> str:
         return f"{self.store}/{self.device}"
@@ -71,6 +72,8 @@ def devices_from_births(topics: list[str], tenant: str, store: str) -> list[Devi
     for topic in topics:
         if topic.startswith(prefix) and topic.endswith("/state"):
             device = topic[len(prefix) : -len("/state")]
-            if device and "/" not in device and not device.startswith("_"):
+            try:
                 found.add(DeviceRef(store, device))
+            except ValueError:
+                logger.warning("skipped a birth on %s: not a device id", topic[:120])
     return sorted(found)
