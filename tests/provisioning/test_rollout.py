@@ -269,3 +269,18 @@ def test_cancel_stops_the_rollout_and_cancels_the_unfinished_jobs(
     assert cli.main(["fleet", "rollout", "status", "--state", str(state_path), "--wait", "10"]) == 0
     table = capsys.readouterr().out
     assert state_file.load(state_path).entries()[2].state == "CANCELED", table
+
+
+def test_a_silent_canary_counts_as_failed_once_the_wave_times_out(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    silent = fleet.add("store-1", "till-off", start=False)  # never connected: the command reaches nobody
+    others = [fleet.add("store-1", f"till-{i}") for i in range(2)]
+    state_path = tmp_path / "rollout.json"
+    args = fleet.start_args(state_path, "cfg-silent", "--devices", str(fleet.device_list([silent, *others])))
+    code = cli.main([*args, "--waves", "1,100%", "--wave-timeout", "2"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "wave 1: 1 job(s) did not end within 2 s" in out
+    assert "ABORTED after wave 1: 1 of 1 started jobs failed" in out
+    assert all(device.job("cfg-silent-2") is None and device.job("cfg-silent-3") is None for device in others)
