@@ -170,6 +170,8 @@ class Runner:
 
     def _canceled(self) -> bool:
         """Whether ``cancel`` marked the file canceled since; then this loop adopts that and stops."""
+        if self.state.status == "canceled":
+            return True
         try:
             on_disk = state_file.load(self.path)
         except state_file.StateFileError:
