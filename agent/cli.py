@@ -79,13 +79,29 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.evaluation import evaluate_file
+    from agent.evaluation import DEFAULT_TOLERANCE, evaluate_file
     from agent.geometry_args import with_family
 
     config = with_family(_load(args.config), args.family)
-    result = evaluate_file(config, Path(args.truth), Path(args.video), args.model)
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    result = evaluate_file(config, Path(args.truth), Path(args.video), args.model, tolerance, args.frames)
     print(json.dumps(result.to_json()) if args.json else result.describe())
     return EXIT_OK
+
+
+def _tolerance(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of frames (0 or more), got {text!r}")
+    return int(text)
+
+
+def _frame_range(text: str) -> Any:
+    from agent.evaluation import FrameRange
+
+    try:
+        return FrameRange.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -269,7 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score counts on a video against a truth file")
     p.add_argument("video", help="video file")
-    p.add_argument("--truth", required=True, help="truth TOML: lines with expected in/out, optional zones")
+    p.add_argument("--truth", required=True, help="truth TOML: lines with their crossings, optional zones")
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        help="frames a counted crossing may be from a true one to match it (default 10: 1 s at 10 fps)",
+    )
+    p.add_argument(
+        "--frames",
+        type=_frame_range,
+        action="append",
+        default=[],
+        metavar="FIRST:LAST",
+        help="also report frames FIRST to LAST (both included) on their own; repeatable",
+    )
     p.add_argument("--config", help="TOML config for detector, tracker and counting settings")
     p.add_argument("--model", help="model name from models/manifest.toml, or an ONNX file")
     p.add_argument("--family", choices=["ssd", "yolox"], help="decoder for an ONNX file outside the manifest")

@@ -27,11 +27,15 @@ from pydantic import (
 )
 
 from agent.config_files import credentials_dir, missing_video_file, resolve, unreadable
+from agent.contract.payloads import CATEGORY_PATTERN as WIRE_CATEGORY_PATTERN
 from agent.contract.payloads import NAME_PATTERN as WIRE_NAME_PATTERN
 from agent.source_kind import classify_source
 
 NAME_PATTERN = re.compile(WIRE_NAME_PATTERN)
 DEFAULT_STATE_DIR = Path("/var/lib/retail-agent")
+CATEGORY_PATTERN = re.compile(WIRE_CATEGORY_PATTERN)
+DEFAULT_CONSULTATION_CATEGORIES = ("seeds", "bulbs", "plants", "soil", "tools", "pest_control", "other")
+"""What a consultation can be about when the config does not say."""
 
 
 def user_state_dir() -> Path:
@@ -184,6 +188,9 @@ class StorageConfig(_Section):
         " its settlement record is undelivered; must exceed the longest validity of the coupons issued",
     )
     audit_days: int = Field(default=400, ge=1, le=3660, description="audit rows are deleted after this many days")
+    consultations_days: int = Field(
+        default=90, ge=1, le=3660, description="consultations logged in the console are deleted after this many days"
+    )
     flush_s: float = Field(default=10.0, gt=0, le=3600)
 
 
@@ -273,6 +280,16 @@ class SyncConfig(_Section):
     grace_minutes: int = Field(default=5, ge=0, le=120)
     epsilon_per_day: float = Field(default=1.0, gt=0, le=10)
     contribution_cap: int = Field(default=1, ge=1, le=100)
+    consultation_reports: bool = Field(
+        default=True,
+        description="report consultations as noised counts per (category, outcome) cell in every window",
+    )
+    consultation_epsilon_per_day: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="the privacy budget of consultation counts per store-day, apart from the coupons' budget",
+    )
     display_threshold: int = Field(default=11, ge=1, le=1000)
     """Aggregate counts below this are shown as "<N" (see ``agent.contract.display.display_count``)."""
     health_interval_s: float = Field(default=60.0, ge=5, le=3600)
@@ -315,6 +332,27 @@ class ConsoleConfig(_Section):
     max_failed_sign_ins: int = Field(default=5, ge=1, le=100)
     lockout_s: float = Field(default=300.0, ge=10, le=86_400)
     refresh_s: float = Field(default=2.0, ge=0.5, le=600)
+    consultation_categories: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CONSULTATION_CATEGORIES),
+        min_length=1,
+        max_length=20,
+        description="what a consultation can be about: lower-case words (a-z, 0-9, _), each once; they are"
+        " also the fixed cells of the consultation aggregates, so a change changes the cells reported",
+    )
+    consultation_max_minutes: int = Field(
+        default=60, ge=1, le=1440, description="the longest consultation a clerk can log, in minutes"
+    )
+
+    @field_validator("consultation_categories")
+    @classmethod
+    def _categories(cls, value: list[str]) -> list[str]:
+        for index, name in enumerate(value):
+            if not CATEGORY_PATTERN.match(name):
+                raise ValueError(f"{index}: {name[:40]!r} must be a lower-case word of 1-32 letters, digits or '_'")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each category once; repeated: {', '.join(repeated)}")
+        return value
 
 
 def ed25519_public_key(value: str) -> str:
@@ -339,6 +377,25 @@ class FleetConfig(_Section):
         default_factory=list,
         max_length=32,
         description="Fleet groups this device takes commands for (retail/v1/{tenant}/_fleet/{group}/cmd/#).",
+    )
+    model_check_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a model delivered by fleet must keep the pipeline's frame rate before it is kept.",
+    )
+    model_min_rate_ratio: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="The share of the frame rate before the swap a new model must keep during model_check_s; "
+        "below it the previous model is put back.",
+    )
+    reference_frame: FilePath | None = Field(
+        default=None,
+        description="An image (relative to the config's folder) with at least one person, for a new model's "
+        "reference inference; without it the last frame the running model saw a person in is used "
+        "(kept in memory only).",
     )
 
     @field_validator("public_key")
@@ -482,7 +539,12 @@ def _with_files(config: AgentConfig, folder: Path) -> AgentConfig:
         mqtt = mqtt.model_copy(
             update={key: resolve(value, secrets_folder) for key, value in files.items() if value is not None}
         )
-    return config.model_copy(update={"device": device, "camera": camera, "coupons": coupons, "mqtt": mqtt})
+    fleet = config.fleet
+    if fleet is not None and fleet.reference_frame is not None:
+        fleet = fleet.model_copy(update={"reference_frame": resolve(fleet.reference_frame, folder)})
+    return config.model_copy(
+        update={"device": device, "camera": camera, "coupons": coupons, "mqtt": mqtt, "fleet": fleet}
+    )
 
 
 def _resolve_source(value: str | int, folder: Path) -> str | int:
@@ -498,6 +560,10 @@ def _file_problems(config: AgentConfig) -> list[ConfigProblem]:
             reason = missing_video_file(Path(str(value)))
             if reason:
                 problems.append(ConfigProblem(key, repr(value), reason))
+    if config.fleet is not None and config.fleet.reference_frame is not None:
+        reason = unreadable(config.fleet.reference_frame)
+        if reason:
+            problems.append(ConfigProblem("fleet -> reference_frame", repr(str(config.fleet.reference_frame)), reason))
     if config.mqtt is not None:
         for key in _SECRET_FILES:
             path = getattr(config.mqtt, key)

@@ -10,7 +10,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from provisioning import fleet_models
 from provisioning.bridge import BridgePlan, bridge_text, central_acl_text, parse_central
 from provisioning.broker import BROKER_USER, DEFAULT_BIND_ADDRESS, BrokerPlan, write_broker_config
 from provisioning.coupons import (
@@ -209,6 +211,60 @@ def cmd_fleet_keygen(args: argparse.Namespace) -> int:
     print(f"fleet private key (keep it offline, mode 0600): {files.private_key}")
     print(f"agent config snippet: {files.config_snippet}")
     print(files.config_snippet.read_text(encoding="utf-8"), end="")
+    return EXIT_OK
+
+
+def _broker_address(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise FleetToolError(f"--broker must be HOST:PORT, got {text!r}")
+    return host, int(port_text)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    details = status.get("details") or {}
+    print(
+        f"{status.get('device')}: {status.get('state')} v{status.get('version')}"
+        + (f" step={status['step']}" if status.get("step") else "")
+        + (f" reason={status['reason']}" if status.get("reason") else "")
+        + "".join(f" {key}={value}" for key, value in details.items())
+    )
+
+
+def cmd_fleet_publish_model(args: argparse.Namespace) -> int:
+    host, port = _broker_address(args.broker)
+    model = Path(args.model)
+    manifest = fleet_models.artifact_manifest(model, args.chunk_size)
+    print(f"model {model.name}: sha256 {manifest.sha256}, {manifest.size} bytes, {manifest.chunks} chunks")
+    fleet_models.publish_artifact(model, tenant=args.tenant, host=host, port=port, chunk_size=args.chunk_size)
+    command, statuses = fleet_models.publish_model_job(
+        manifest,
+        key_path=Path(args.key),
+        tenant=args.tenant,
+        target=args.target,
+        host=host,
+        port=port,
+        store=args.store,
+        group=args.group,
+        family=args.family,
+        licence=args.licence,
+        name=args.name,
+        command_id=args.id,
+        ttl_s=args.ttl,
+        wait=args.wait,
+        timeout_s=args.timeout,
+        on_status=_print_status,
+    )
+    print(f"job {command.id} sent to {command.target}")
+    if args.wait and (not statuses or statuses[-1].get("state") != "SUCCEEDED"):
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+def cmd_fleet_clear_artifact(args: argparse.Namespace) -> int:
+    host, port = _broker_address(args.broker)
+    cleared = fleet_models.clear_artifact(args.sha256, tenant=args.tenant, host=host, port=port)
+    print(f"{cleared} retained chunks of {args.sha256} cleared")
     return EXIT_OK
 
 
@@ -429,6 +485,32 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for the job's final status")
     send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="how long --wait waits")
     send.set_defaults(func=cmd_fleet_send)
+    pub = fleet_commands.add_parser(
+        "publish-model", help="publish a model as retained chunks, then send the signed model job"
+    )
+    pub.add_argument("--model", required=True, metavar="FILE", help="the ONNX model file")
+    pub.add_argument("--key", required=True, metavar="FILE", help="the fleet private key (fleet.key)")
+    pub.add_argument("--tenant", required=True)
+    pub.add_argument("--target", required=True, metavar="device:D|store:S|group:G")
+    pub.add_argument("--broker", required=True, metavar="HOST:PORT")
+    pub.add_argument("--store", help="the store of a device target (its topic level)")
+    pub.add_argument("--group", help="the fleet group a store target is sent to")
+    pub.add_argument("--family", choices=["ssd", "yolox"], help="needed for a model outside the models manifest")
+    pub.add_argument("--licence", help="the model's licence; needed for a model outside the models manifest")
+    pub.add_argument("--name", help="what devices call the model in birth and status (default model-<sha256>)")
+    pub.add_argument(
+        "--chunk-size", type=int, default=fleet_models.DEFAULT_CHUNK_BYTES, metavar="BYTES", help="chunk size"
+    )
+    pub.add_argument("--id", help="the job id; default model-<random>")
+    pub.add_argument("--ttl", type=int, default=3600, metavar="S", help="seconds until the job expires")
+    pub.add_argument("--wait", action="store_true", help="follow the job to its final status")
+    pub.add_argument("--timeout", type=float, default=300.0, metavar="S", help="how long --wait waits")
+    pub.set_defaults(func=cmd_fleet_publish_model)
+    clear = fleet_commands.add_parser("clear-artifact", help="clear an artifact's retained chunks from the broker")
+    clear.add_argument("sha256", help="the artifact's sha256")
+    clear.add_argument("--tenant", required=True)
+    clear.add_argument("--broker", required=True, metavar="HOST:PORT")
+    clear.set_defaults(func=cmd_fleet_clear_artifact)
     add_rollout_parser(fleet_commands)
     return parser
 

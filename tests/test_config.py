@@ -275,3 +275,22 @@ def test_check_config_exits_2_for_each_load_problem(tmp_path: Path, capsys: pyte
     assert "not UTF-8 text at byte offset 19" in err
     assert "camera -> source: file not found" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["seeds", "Seeds"], "consultation_categories: 1: .Seeds."),
+        (["seeds", "seeds"], "repeated: seeds"),
+        ([], "consultation_categories"),
+    ],
+)
+def test_bad_consultation_categories_are_named(value: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"console": {"consultation_categories": value}})
+
+
+def test_consultation_categories_have_defaults_and_can_be_configured() -> None:
+    assert "seeds" in parse_config({}).console.consultation_categories
+    config = parse_config({"console": {"consultation_categories": ["roses", "pest_control"]}})
+    assert config.console.consultation_categories == ["roses", "pest_control"]

@@ -54,7 +54,7 @@ class ConsoleSettings:
 
 
 class ConsoleApp(App[None]):
-    """Sign-in, then Redeem, Today, Device, Find and (for managers) Manager and Audit screens."""
+    """Sign-in, then Redeem, Today, Device, Find, Consult and (for managers) Manager and Audit screens."""
 
     CSS_PATH = "console.tcss"
     TITLE = "Staff console"
@@ -66,11 +66,14 @@ class ConsoleApp(App[None]):
         Binding("f5", "show('find')", "Find"),
         Binding("f6", "show('manager')", "Manager"),
         Binding("f7", "show('audit')", "Audit"),
+        Binding("f8", "show('consult')", "Consult"),
         Binding("f10", "sign_out", "Sign out"),
         Binding("ctrl+q", "quit", "Quit"),
     ]
 
     member: reactive[StaffMember | None] = reactive(None, bindings=True)
+    current: reactive[str | None] = reactive(None, bindings=True)
+    """The signed-in screen on show: its own key leaves the footer, so the footer fits 80 columns."""
     agent: reactive[AgentState | None] = reactive(None)
 
     def __init__(self, settings: ConsoleSettings) -> None:
@@ -108,6 +111,7 @@ class ConsoleApp(App[None]):
         from agent.console.screens.signin import SignInScreen
 
         member, self.member = self.member, None
+        self.current = None
         if member is not None:
             self._record_sign_out(member, reason)
         self.switch_screen(SignInScreen(idle=reason == "idle"))
@@ -132,6 +136,8 @@ class ConsoleApp(App[None]):
         if action in ("show", "sign_out"):
             if self.member is None:
                 return False
+            if action == "show" and parameters and parameters[0] == self.current:
+                return False
             if action == "show" and parameters and parameters[0] in ("manager", "audit"):
                 return self.member.is_manager
         return True
@@ -143,6 +149,7 @@ class ConsoleApp(App[None]):
             self.notify("Manager screens need a manager sign-in.", severity="warning")
             return
         self.switch_screen(self._screen(name))
+        self.current = name
 
     def action_sign_out(self) -> None:
         if self.member is not None:
@@ -150,6 +157,7 @@ class ConsoleApp(App[None]):
 
     def _screen(self, name: str) -> Screen[None]:
         from agent.console.screens.audit import AuditScreen
+        from agent.console.screens.consult import ConsultScreen
         from agent.console.screens.device import DeviceScreen
         from agent.console.screens.find import FindScreen
         from agent.console.screens.manager import ManagerScreen
@@ -163,6 +171,7 @@ class ConsoleApp(App[None]):
             "find": FindScreen,
             "manager": ManagerScreen,
             "audit": AuditScreen,
+            "consult": ConsultScreen,
         }
         return screens[name]()
 

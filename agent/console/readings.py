@@ -104,6 +104,38 @@ def read_today(db: Database, now: float) -> Today:
     return Today(now, lines, zones, redemptions)
 
 
+WEEK_S = 7 * 86_400
+
+
+@dataclass(frozen=True)
+class HourlyEntries:
+    """Entries per local hour today (None for hours not begun) and on the same weekday a week before."""
+
+    today: tuple[int | None, ...]
+    last_week: tuple[int, ...]
+    last_week_day: float
+
+
+def entries_per_hour(db: Database, start: int, end: int) -> list[int]:
+    """Line entries (``in``) per local hour of the day in [start, end), summed over lines and segments."""
+    hours = [0] * 24
+    for minute, entries in fetch_all(
+        db,
+        "SELECT minute, SUM(in_count) FROM line_buckets WHERE minute >= ? AND minute < ? GROUP BY minute",
+        [start, end],
+    ):
+        hours[datetime.fromtimestamp(int(minute)).astimezone().hour] += int(entries)
+    return hours
+
+
+def read_hourly(db: Database, now: float) -> HourlyEntries:
+    start, end = day_bounds(now)
+    before_start, before_end = day_bounds(now - WEEK_S)
+    current = datetime.fromtimestamp(now).astimezone().hour
+    today = [count if hour <= current else None for hour, count in enumerate(entries_per_hour(db, start, end))]
+    return HourlyEntries(tuple(today), tuple(entries_per_hour(db, before_start, before_end)), float(before_start))
+
+
 @dataclass(frozen=True)
 class AgentState:
     """The agent's last status row and whether it is fresh enough to call the agent running."""

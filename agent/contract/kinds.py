@@ -19,6 +19,7 @@ class MessageKind(StrEnum):
     STATE = "state"
     TRAFFIC = "traffic"
     COUPONS = "coupons"
+    CONSULTATIONS = "consultations"
     LEDGER = "ledger"
     HEALTH = "health"
     JOBS = "jobs"
@@ -35,6 +36,7 @@ SCHEMA_KINDS: dict[str, MessageKind] = {
     "state.v1": MessageKind.STATE,
     "traffic.v1": MessageKind.TRAFFIC,
     "coupons.v1": MessageKind.COUPONS,
+    "consultations.v1": MessageKind.CONSULTATIONS,
     "ledger.v1": MessageKind.LEDGER,
     "health.v1": MessageKind.HEALTH,
     "store_redeemed.v1": MessageKind.STORE_REDEEMED,

@@ -36,6 +36,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 The config validates its names with this pattern too, so a name it accepts always fits a payload.
 """
 HEX32_PATTERN = r"^[0-9a-f]{32}$"
+CATEGORY_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+"""Consultation categories: lower-case words (the config validates its categories with this pattern)."""
+CONSULT_OUTCOMES = ("bought", "will_return", "not_interested")
+"""How a consultation ended, in the order reports list them."""
 DEVICE_PATTERN = NAME_PATTERN
 """Device ids as the config accepts them (1-64 letters, digits, '_', '.', '-')."""
 
@@ -297,6 +301,44 @@ class CouponReport(Message):
         return self
 
 
+ConsultOutcomeWord = Literal["bought", "will_return", "not_interested"]
+Category = Annotated[str, StringConstraints(pattern=CATEGORY_PATTERN)]
+MAX_CONSULT_CELLS = 20 * len(CONSULT_OUTCOMES)
+
+
+class ConsultationCell(_Part):
+    """One (category, outcome) cell of a window with its noised count of consultations (may be negative)."""
+
+    category: Category
+    outcome: ConsultOutcomeWord
+    count: NoisedCount
+
+
+class ConsultationReport(Message):
+    """Consultations of one window (topic ``consultations``): every configured (category, outcome) cell, noised.
+
+    Each count is the true count plus discrete Laplace noise of scale ``contribution_cap /
+    epsilon``, like coupon counts, from a store-day budget of its own (``epsilon`` per UTC day).
+    No duration, staff id or time finer than the window leaves the device.
+    """
+
+    schema_id: Literal["consultations.v1"] = Field(default="consultations.v1", alias="schema")
+    window_start: WindowStart
+    window_minutes: WindowMinutes
+    cells: Annotated[list[ConsultationCell], Field(max_length=MAX_CONSULT_CELLS)]
+    epsilon: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
+    contribution_cap: Annotated[int, Field(ge=1, le=100)]
+    noise: Literal["discrete_laplace"] = "discrete_laplace"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ConsultationReport:
+        _check_window(self.window_start, self.window_minutes)
+        keys = [(cell.category, cell.outcome) for cell in self.cells]
+        if len(set(keys)) != len(keys):
+            raise ValueError("each (category, outcome) cell must appear once")
+        return self
+
+
 class HealthReport(Message):
     """Device health (topic ``health``, QoS 0): rates, resources, outbox and error counts.
 
@@ -412,6 +454,7 @@ SCHEMAS: dict[str, type[Message]] = {
     "state.v1": StateReport,
     "traffic.v1": TrafficReport,
     "coupons.v1": CouponReport,
+    "consultations.v1": ConsultationReport,
     "ledger.v1": LedgerRecord,
     "health.v1": HealthReport,
     "store_redeemed.v1": StoreRedeemed,

@@ -78,6 +78,11 @@ class Topics:
         return f"{self.prefix}/coupons"
 
     @property
+    def consultations(self) -> str:
+        """Noised consultation window aggregates per category and outcome."""
+        return f"{self.prefix}/consultations"
+
+    @property
     def ledger(self) -> str:
         """Redemption records for settlement."""
         return f"{self.prefix}/ledger"
@@ -109,6 +114,10 @@ class Topics:
         """The subscription for a fleet group's commands: ``retail/v1/{tenant}/_fleet/{group}/cmd/#``."""
         return f"{fleet_prefix(self.tenant, group)}/cmd/#"
 
+    def artifact_chunks(self, sha256: str) -> str:
+        """The subscription for one artifact's retained chunks: ``retail/v1/{tenant}/_artifacts/{sha256}/+``."""
+        return f"{artifact_prefix(self.tenant, sha256)}/+"
+
     @property
     def store_redeemed(self) -> str:
         """Serials redeemed anywhere in the store: ``retail/v1/{tenant}/{store}/_store/redeemed``."""
@@ -131,6 +140,8 @@ class Topics:
                 return self.traffic
             case MessageKind.COUPONS:
                 return self.coupons
+            case MessageKind.CONSULTATIONS:
+                return self.consultations
             case MessageKind.LEDGER:
                 return self.ledger
             case MessageKind.HEALTH:
@@ -146,6 +157,28 @@ class Topics:
 def fleet_prefix(tenant: str, group: str) -> str:
     """``retail/v1/{tenant}/_fleet/{group}``: where a fleet group's commands are published."""
     return f"{ROOT}/{VERSION}/{check_segment(tenant, 'tenant')}/_fleet/{check_segment(group, 'group')}"
+
+
+def artifact_prefix(tenant: str, sha256: str) -> str:
+    """``retail/v1/{tenant}/_artifacts/{sha256}``: the folder of one artifact's retained chunks."""
+    if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidTopicSegment(f"artifact sha256 {str(sha256)[:70]!r} must be 64 lowercase hex characters")
+    return f"{ROOT}/{VERSION}/{check_segment(tenant, 'tenant')}/_artifacts/{sha256}"
+
+
+def artifact_chunk(tenant: str, sha256: str, index: int) -> str:
+    """Where chunk ``index`` (from 0) of an artifact is retained: ``.../_artifacts/{sha256}/{index}``."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise InvalidTopicSegment(f"chunk index {index!r} must be a whole number from 0")
+    return f"{artifact_prefix(tenant, sha256)}/{index}"
+
+
+def chunk_index(topic: str) -> int | None:
+    """The chunk index at the end of an artifact chunk topic, or None when it is not one."""
+    last = topic.rsplit("/", 1)[-1]
+    if not last.isascii() or not last.isdigit() or len(last) > 9 or (len(last) > 1 and last[0] == "0"):
+        return None
+    return int(last)
 
 
 def check_route(kind: MessageKind | str, route: str) -> MessageKind:

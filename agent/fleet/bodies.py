@@ -16,6 +16,10 @@ Serial = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]
 Campaign = Annotated[int, Field(ge=0, le=0xFFFF_FFFF)]
 KeyId = Annotated[int, Field(ge=0, le=255)]
 MAX_CONFIG_CHARS = 128 * 1024
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+MIN_CHUNK_BYTES = 1024
+MAX_CHUNK_BYTES = 1024 * 1024
+"""A chunk is the most a device holds in memory while it assembles an artifact."""
 
 
 class _Body(BaseModel):
@@ -101,6 +105,35 @@ class ConfigBody(_Body):
         return self
 
 
+class ModelBody(_Body):
+    """A detector model delivered as retained chunks: the manifest the device verifies it against.
+
+    ``family`` and ``licence`` are required for a model whose sha256 is not in the device's model
+    manifest (the device checks that when the job runs); ``name`` is what birth and status call it.
+    """
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=1, le=MAX_MODEL_BYTES)]
+    chunks: Annotated[int, Field(ge=1)]
+    chunk_size: Annotated[int, Field(ge=MIN_CHUNK_BYTES, le=MAX_CHUNK_BYTES)]
+    family: Literal["ssd", "yolox"] | None = None
+    licence: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]*$")] | None = (
+        None
+    )
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] | None = None
+
+    @model_validator(mode="after")
+    def _chunk_count(self) -> ModelBody:
+        expected = -(-self.size // self.chunk_size)
+        if self.chunks != expected:
+            raise ValueError(f"chunks must be {expected} for size {self.size} in chunks of {self.chunk_size}")
+        return self
+
+    def chunk_length(self, index: int) -> int:
+        """The length chunk ``index`` has in the artifact the manifest describes."""
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+
 BODIES: dict[str, type[_Body]] = {
     "revoke": RevokeBody,
     "issuer_keys": IssuerKeyBody,
@@ -109,6 +142,7 @@ BODIES: dict[str, type[_Body]] = {
     "fleet_key": FleetKeyBody,
     "config": ConfigBody,
     "cancel": CancelBody,
+    "model": ModelBody,
 }
 """The body model of each command type the device runs."""
 

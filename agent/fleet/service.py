@@ -24,7 +24,7 @@ from agent.contract.kinds import MessageKind
 from agent.contract.payloads import ConfigReported, JobState
 from agent.fleet import jobs, keys, replay
 from agent.fleet.actions import DESK_TYPES, ping_details, run_desk_command
-from agent.fleet.bodies import BODIES, CancelBody, ConfigBody, FleetKeyBody, PingBody, _Body, parse_body
+from agent.fleet.bodies import BODIES, CancelBody, ConfigBody, FleetKeyBody, ModelBody, PingBody, _Body, parse_body
 from agent.fleet.cancel import cancel_job
 from agent.fleet.commands import (
     MAX_COMMAND_BYTES,
@@ -38,6 +38,7 @@ from agent.fleet.commands import (
     verify_signature,
 )
 from agent.fleet.desired import ConfigRejected, write_desired
+from agent.fleet.model_update import ModelHost, ModelUpdates, Subscriber
 from agent.storage import audit, outbox
 from agent.storage.audit import Actor, Outcome, Role
 from agent.storage.database import fetch_all, open_database, transaction
@@ -60,6 +61,8 @@ class FleetAgent:
         config_path: Path | None = None,
         request_reload: Callable[[], None] = lambda: None,
         max_pending: int = MAX_PENDING,
+        models: ModelHost | None = None,
+        subscriber: Subscriber | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -72,6 +75,7 @@ class FleetAgent:
         self._pruned_at = float("-inf")
         self.dropped = 0
         self.refused: dict[str, int] = {}
+        self.models = ModelUpdates(config, models, subscriber)
 
     # -- the network thread -------------------------------------------------------------------------
 
@@ -100,6 +104,7 @@ class FleetAgent:
         batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
         for topic, payload, size in batch:
             self.process(topic, payload, now, size=size)
+        self.models.tick(db, now)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
             with transaction(db):
                 replay.forget_expired(db, now)
@@ -184,6 +189,8 @@ class FleetAgent:
         if isinstance(body, CancelBody):
             with transaction(db):
                 return cancel_job(db, device, command, body, now)
+        if isinstance(body, ModelBody):
+            return self.models.start(db, command.id, body, command.expires_at, now)
         with transaction(db):
             jobs.transition(db, device, command.id, JobState.IN_PROGRESS, step="applying", now=now)
         details: jobs.Details
@@ -263,6 +270,8 @@ class FleetAgent:
         config = self.config()
         device = config.device.id
         for job in jobs.unfinished(db):
+            if job.state is JobState.IN_PROGRESS and job.type == "model" and self.models.resume(db, job, now):
+                continue
             if job.state is JobState.QUEUED and now < job.expires_at:
                 try:
                     command = from_document(job.command)

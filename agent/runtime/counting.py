@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 import sqlite_utils
 
 from agent.config import AgentConfig
@@ -155,6 +157,8 @@ class TrafficService:
         self._swap_lock = threading.Lock()
         self._announced = False
         self._write_failing = False
+        self.reference_image: npt.NDArray[np.uint8] | None = None
+        """The last frame with a person in view (in memory only): a new model's reference inference."""
 
     @property
     def may_finish(self) -> bool:
@@ -283,7 +287,10 @@ class TrafficService:
             previous = self.pipeline.detector.spec.name
             self.pipeline.detector = detector
             logger.info("detector replaced: %s -> %s", previous, detector.spec.name)
-        self._handle(self.pipeline.process(frame))
+        result = self.pipeline.process(frame)
+        if result.people > 0:
+            self.reference_image = frame.image
+        self._handle(result)
         self.rate.tick()
         self.last_frame_at = time.time()
         if not self._announced:

@@ -87,6 +87,7 @@ def retention_policy(config: AgentConfig) -> RetentionPolicy:
         buckets_days=storage.buckets_days,
         redemptions_days=storage.redemptions_days,
         audit_days=storage.audit_days,
+        consultations_days=storage.consultations_days,
         outbox_delivered_days=config.sync.outbox_retention_days,
         aggregates_keep_days=AGGREGATES_KEEP_DAYS,
     )

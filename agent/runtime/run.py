@@ -28,6 +28,7 @@ from agent.runtime.components import Component, ComponentState, RestartBudget
 from agent.runtime.counting import TrafficService
 from agent.runtime.fleet import register_fleet
 from agent.runtime.logs import set_level
+from agent.runtime.model_swap import RuntimeModels, active_detector
 from agent.runtime.periodic import aggregation, retention
 from agent.runtime.scanning import ScanService
 from agent.runtime.status import StatusWriter, agent_counters
@@ -38,7 +39,7 @@ from agent.storage.database import open_database
 from agent.sync.dispatch import Dispatcher
 from agent.sync.health import PipelineCounters
 from agent.vision.detector import Detector
-from agent.vision.models import ModelError
+from agent.vision.models import ModelError, ModelSpec
 from agent.vision.pipeline import FrameResult, TrafficPipeline, build_detector, build_pipeline
 from agent.vision.source import parse_source
 
@@ -98,10 +99,12 @@ class Runtime:
         # Fail early and clearly: the source is parsed, the model verified and loaded and the
         # database opened (and migrated) before any component starts.
         self.source = parse_source(config.camera.source)
-        self.pipeline = build_pipeline(config, model)
+        # A model delivered by fleet and kept after its health check wins over the configured one.
+        self.pipeline = build_pipeline(config, model, detector=None if model else active_detector(config))
         open_database(config.database_path).close()
         self.counting = self._counting(config, self.pipeline)
         self.sync: SyncComponent | None = None
+        self.models = RuntimeModels(self, self.pipeline.detector)
         self.status = StatusWriter(self)
 
     # -- components ---------------------------------------------------------------------------------
@@ -123,6 +126,11 @@ class Runtime:
             return None
         spec = (detector or self.pipeline.detector).spec
         return SyncComponent(config, birth_info(config, spec.name, spec.sha256), self.health_counters, self.dispatcher)
+
+    def announce_model(self, spec: ModelSpec) -> None:
+        """Report ``spec`` as the model in use in a new birth (and every later one)."""
+        if self.sync is not None:
+            self.sync.rebirth(birth_info(self.config, spec.name, spec.sha256))
 
     def health_counters(self) -> PipelineCounters:
         """What health reports count (sync adds its own errors): the same numbers as the status row."""
@@ -150,6 +158,7 @@ class Runtime:
                 current_config=lambda: self.config,
                 config_path=self.config_path,
                 request_reload=self.reload_requested.set,
+                models=self.models,
             )
             sync = self._sync_component(self.config)
             if sync is not None:
@@ -271,17 +280,27 @@ class Runtime:
             logger.info("config reloaded: nothing changed")
             return True
         try:
-            detector = build_detector(new, self.model) if "detector" in changed else None
+            detector = self._reloaded_detector(new) if "detector" in changed else None
         except ModelError as exc:
             logger.error("config not reloaded: detector: %s; the running config stays in force", exc)
             return False
         self.config = new
         self.status.config = new
+        if detector is not None:
+            self.models.current = detector
         if "logging" in changed:
             set_level(new.logging.level)
         self._replace_components(old, new, changed, detector)
         logger.info("config reloaded: %s changed", ", ".join(sorted(changed)))
         return True
+
+    def _reloaded_detector(self, new: AgentConfig) -> Detector:
+        """The detector for a changed ``[detector]``: a delivered model in use stays (with the new settings)."""
+        if self.model is None:
+            delivered = active_detector(new)
+            if delivered is not None:
+                return delivered
+        return build_detector(new, self.model)
 
     def _replace_components(
         self, old: AgentConfig, new: AgentConfig, changed: set[str], detector: Detector | None

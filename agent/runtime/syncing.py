@@ -97,6 +97,13 @@ class SyncComponent:
         logger.info("syncing with %s:%d", self.mqtt.host, self.mqtt.port)
         service.run(running)
 
+    def rebirth(self, birth: BirthInfo) -> None:
+        """Announce ``birth`` now (when connected) and in every later birth, also after a restart of sync."""
+        self.birth = birth
+        service = self.service
+        if service is not None:
+            service.rebirth(birth)
+
     def status(self) -> SyncStatus:
         service = self.service
         if service is None:

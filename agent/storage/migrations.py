@@ -537,3 +537,91 @@ def _fleet(db: Database) -> None:
         )
         """
     )
+
+
+@MIGRATIONS(name="0013_consultations")
+def _consultations(db: Database) -> None:
+    """Consultations a clerk logged: when, who logged it (staff id), category, outcome, minutes.
+
+    No shopper data and no free text: the category is a configured word, the outcome one of three
+    words, the duration whole minutes. The index serves the console's day lists and the aggregates.
+    """
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS consultations (
+            id INTEGER PRIMARY KEY,
+            device TEXT NOT NULL CHECK (device <> ''),
+            t REAL NOT NULL,
+            staff_id TEXT NOT NULL CHECK (length(staff_id) BETWEEN 1 AND 64),
+            category TEXT NOT NULL CHECK (length(category) BETWEEN 1 AND 32 AND category NOT GLOB '*[^a-z0-9_]*'),
+            outcome TEXT NOT NULL CHECK (outcome IN ('bought', 'will_return', 'not_interested')),
+            minutes INTEGER NOT NULL CHECK (minutes BETWEEN 1 AND 1440)
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS consultations_t ON consultations (t)")
+
+
+_KINDS_0014 = (*_OUTBOX_KINDS, "consultations")
+"""Message kinds from 0014 on: consultation aggregates join."""
+
+
+@MIGRATIONS(name="0014_consultation_aggregates")
+def _consultation_aggregates(db: Database) -> None:
+    """Consultation aggregates may be queued and released; their privacy budget is kept per UTC day.
+
+    ``outbox`` and ``released_cells`` are rebuilt (SQLite cannot change a CHECK in place) so their
+    ``kind`` also allows ``consultations``; every row, id and index is kept. ``consultation_budget``
+    adds up the epsilon spent on consultation counts per UTC day, apart from the coupons' budget.
+    """
+    kinds = ", ".join(f"'{kind}'" for kind in _KINDS_0014)
+    db.execute(
+        f"""
+        CREATE TABLE outbox_0014 (
+            id INTEGER PRIMARY KEY,
+            msg_id TEXT UNIQUE NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ({kinds})),
+            route TEXT NOT NULL DEFAULT '' CHECK ((kind = 'jobs') = (route <> '')),
+            payload TEXT NOT NULL CHECK (json_valid(payload)),
+            qos INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+            retain INTEGER NOT NULL DEFAULT 0 CHECK (retain IN (0, 1)),
+            created_at REAL NOT NULL,
+            delivered_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            last_error TEXT,
+            not_before REAL
+        )
+        """
+    )
+    columns = (
+        "id, msg_id, kind, route, payload, qos, retain, created_at, delivered_at, attempts, last_error, not_before"
+    )
+    db.execute(f"INSERT INTO outbox_0014 ({columns}) SELECT {columns} FROM outbox ORDER BY id")
+    db.execute("DROP TABLE outbox")
+    db.execute("ALTER TABLE outbox_0014 RENAME TO outbox")
+    db.table("outbox").create_index(["delivered_at", "id"], if_not_exists=True)
+    db.execute("CREATE INDEX IF NOT EXISTS idx_outbox_held ON outbox (not_before) WHERE not_before IS NOT NULL")
+    db.execute(
+        """
+        CREATE TABLE released_cells_0014 (
+            kind TEXT NOT NULL CHECK (kind IN ('traffic', 'coupons', 'consultations')),
+            window_start INTEGER NOT NULL CHECK (window_start >= 0 AND window_start % 60 = 0),
+            cell TEXT NOT NULL CHECK (cell <> ''),
+            value TEXT NOT NULL CHECK (json_valid(value)),
+            msg_id TEXT,
+            released_at REAL NOT NULL,
+            PRIMARY KEY (kind, window_start, cell)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("INSERT INTO released_cells_0014 SELECT * FROM released_cells")
+    db.execute("DROP TABLE released_cells")
+    db.execute("ALTER TABLE released_cells_0014 RENAME TO released_cells")
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS consultation_budget (
+            day TEXT PRIMARY KEY CHECK (day GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'),
+            epsilon_spent REAL NOT NULL CHECK (epsilon_spent >= 0)
+        )
+        """
+    )

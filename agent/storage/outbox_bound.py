@@ -6,7 +6,7 @@ undelivered rows with ``max_rows`` (``sync.outbox_max_rows``):
 - at ``ALARM_FRACTION`` of the limit it logs an error every pass, and status and health show the
   depth beside the limit, before anything is lost;
 - past the limit it deletes the oldest undelivered rows of the least valuable kinds, in
-  ``DROP_ORDER`` (health reports first, then traffic aggregates, then coupon aggregates), only as
+  ``DROP_ORDER`` (health reports first, then traffic, consultation and coupon aggregates), only as
   many as bring the depth back to the limit, and adds them to a counter kept in ``sync_state``
   (``outbox.dropped.<kind>``), which status and health report; every drop is logged as an error.
 
@@ -27,7 +27,12 @@ from agent.storage.database import fetch_all, has_table, transaction
 logger = logging.getLogger(__name__)
 
 ALARM_FRACTION = 0.8
-DROP_ORDER: tuple[MessageKind, ...] = (MessageKind.HEALTH, MessageKind.TRAFFIC, MessageKind.COUPONS)
+DROP_ORDER: tuple[MessageKind, ...] = (
+    MessageKind.HEALTH,
+    MessageKind.TRAFFIC,
+    MessageKind.CONSULTATIONS,
+    MessageKind.COUPONS,
+)
 """Kinds that may be dropped past the limit, least valuable first; no other kind is ever dropped."""
 DROPPED_KEY = "outbox.dropped."
 """sync_state keys (plus the kind) counting the undelivered rows dropped so far."""

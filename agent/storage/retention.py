@@ -12,9 +12,10 @@ One pass (``apply_retention``) deletes, in one transaction:
   older than ``redemptions_days``;
 - ``erased_coupons`` tombstones older than ``redemptions_days`` whose coupon has expired (unknown
   expiry: ``redemptions_days`` alone), so an erased coupon stays refused while it could be valid;
-- ``audit`` rows older than ``audit_days``;
-- ``released_cells`` and ``privacy_budget`` days older than ``aggregates_keep_days``: aggregation
-  never looks further back than its lookback, so they can no longer stop a cell from leaving twice;
+- ``audit`` rows older than ``audit_days``; ``consultations`` older than ``consultations_days``;
+- ``released_cells``, ``privacy_budget`` and ``consultation_budget`` days older than
+  ``aggregates_keep_days``: aggregation never looks further back than its lookback, so they can no
+  longer stop a cell from leaving twice;
 - delivered ``outbox`` rows older than ``outbox_delivered_days`` (undelivered rows are never deleted
   here; agent.storage.outbox_bound bounds them).
 
@@ -46,6 +47,7 @@ class RetentionPolicy:
     audit_days: int = 400
     outbox_delivered_days: int = 7
     aggregates_keep_days: int = 9
+    consultations_days: int = 90
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -90,8 +92,10 @@ _DELETES: tuple[tuple[str, str, str], ...] = (
         "DELETE FROM erased_coupons WHERE erased_at < :cutoff AND (expires IS NULL OR expires <= :now)",
     ),
     ("audit", "audit_days", "DELETE FROM audit WHERE t < :cutoff"),
+    ("consultations", "consultations_days", "DELETE FROM consultations WHERE t < :cutoff"),
     ("released_cells", "aggregates_keep_days", "DELETE FROM released_cells WHERE window_start < :cutoff"),
     ("privacy_budget", "aggregates_keep_days", "DELETE FROM privacy_budget WHERE day < :cutoff_day"),
+    ("consultation_budget", "aggregates_keep_days", "DELETE FROM consultation_budget WHERE day < :cutoff_day"),
     (
         "outbox",
         "outbox_delivered_days",

@@ -166,7 +166,7 @@ class _Closer:
 
     def release_traffic(self, window: Window) -> int:
         with transaction(self.db):
-            if _is_released(self.db, "traffic", window):
+            if is_released(self.db, "traffic", window):
                 return 0
             report = self._traffic_report(window)
             if report is None:
@@ -181,7 +181,7 @@ class _Closer:
             }
             cells.update({f"line:{n}": c.model_dump(by_alias=True) for n, c in report.lines.items()})
             cells.update({f"zone:{n}": z.model_dump() for n, z in report.zones.items()})
-            _record_cells(self.db, "traffic", window, cells, msg_id, self.now)
+            record_cells(self.db, "traffic", window, cells, msg_id, self.now)
         logger.debug("released traffic window %d (%d minutes seen)", window.start, report.minutes_seen)
         return 1
 
@@ -260,7 +260,7 @@ class _Closer:
         """Grid windows from the coupon cursor up to the last closed one, oldest first."""
         minutes = self.config.window_minutes
         width = minutes * 60
-        if _get_state(self.db, COUPON_CURSOR) is None:
+        if get_state(self.db, COUPON_CURSOR) is None:
             first = fetch_all(
                 self.db,
                 "SELECT MIN(t) FROM (SELECT MIN(redeemed_at) AS t FROM redemptions WHERE device = ?"
@@ -270,9 +270,9 @@ class _Closer:
             )[0][0]
             anchor = int(min(self.now, self.now if first is None else float(first)))
             with transaction(self.db):
-                if _get_state(self.db, COUPON_CURSOR) is None:
-                    _set_state(self.db, COUPON_CURSOR, str(max(floor_to(anchor, width), since)))
-        start = ceil_to(int(_get_state(self.db, COUPON_CURSOR) or 0), width)  # next grid point
+                if get_state(self.db, COUPON_CURSOR) is None:
+                    set_state(self.db, COUPON_CURSOR, str(max(floor_to(anchor, width), since)))
+        start = ceil_to(int(get_state(self.db, COUPON_CURSOR) or 0), width)  # next grid point
         if start < since:
             logger.warning("coupon windows from %d to %d are past the lookback: not released", start, since)
             start = since
@@ -284,20 +284,20 @@ class _Closer:
         db, cap = self.db, self.config.contribution_cap
         epsilon = as_fraction(self.config.epsilon_per_day)
         with transaction(db):
-            _set_state(db, COUPON_CURSOR, str(window.end))
-            if _is_released(db, "coupons", window):
+            set_state(db, COUPON_CURSOR, str(window.end))
+            if is_released(db, "coupons", window):
                 return 0
             pairs = self._coupon_cells(window, offers)
             marker: dict[str, Any] = {"window_minutes": window.minutes, "cells": len(pairs)}
             if not pairs:
-                _record_cells(db, "coupons", window, {WINDOW_CELL: marker}, None, self.now)
+                record_cells(db, "coupons", window, {WINDOW_CELL: marker}, None, self.now)
                 return 0
             rows = fetch_all(db, "SELECT epsilon_spent FROM privacy_budget WHERE day = ?", [window.day])
             spent = Fraction(rows[0][0]) if rows else Fraction(0)
             charge = Fraction(0) if rows else epsilon  # one charge covers every window of the day
             if spent + charge > epsilon * (1 + Fraction(BUDGET_SLACK)):
                 marker["withheld"] = "budget"
-                _record_cells(db, "coupons", window, {WINDOW_CELL: marker}, None, self.now)
+                record_cells(db, "coupons", window, {WINDOW_CELL: marker}, None, self.now)
                 logger.warning("withheld coupon window %d: the budget of %s is spent", window.start, window.day)
                 return 0
             true_counts = {
@@ -325,7 +325,7 @@ class _Closer:
             msg_id = enqueue(db, MessageKind.COUPONS, report, qos=1, now=self.now)
             marker["epsilon"] = float(epsilon)
             released = {f"campaign:{c.campaign}/offer:{c.offer}": c.count for c in cells}
-            _record_cells(db, "coupons", window, {WINDOW_CELL: marker, **released}, msg_id, self.now)
+            record_cells(db, "coupons", window, {WINDOW_CELL: marker, **released}, msg_id, self.now)
             db.execute(
                 "INSERT INTO privacy_budget (day, epsilon_spent) VALUES (?, ?) ON CONFLICT (day)"
                 " DO UPDATE SET epsilon_spent = epsilon_spent + excluded.epsilon_spent",
@@ -343,12 +343,12 @@ class _Closer:
         return sorted({(int(c), int(o)) for c, o in rows} | {(int(c), int(o)) for c, o in offers})
 
 
-def _is_released(db: Database, kind: str, window: Window) -> bool:
+def is_released(db: Database, kind: str, window: Window) -> bool:
     sql = "SELECT 1 FROM released_cells WHERE kind = ? AND window_start = ? AND cell = ?"
     return bool(fetch_all(db, sql, [kind, window.start, WINDOW_CELL]))
 
 
-def _record_cells(
+def record_cells(
     db: Database, kind: str, window: Window, cells: dict[str, Any], msg_id: str | None, now: float
 ) -> None:
     """Insert released cells; a cell released before fails the primary key and rolls back."""
@@ -359,11 +359,11 @@ def _record_cells(
     )
 
 
-def _get_state(db: Database, key: str) -> str | None:
+def get_state(db: Database, key: str) -> str | None:
     rows = fetch_all(db, "SELECT value FROM sync_state WHERE key = ?", [key])
     return str(rows[0][0]) if rows else None
 
 
-def _set_state(db: Database, key: str, value: str) -> None:
+def set_state(db: Database, key: str, value: str) -> None:
     sql = "INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = ?"
     db.execute(sql, [key, value, value])

@@ -57,6 +57,7 @@ class Dispatcher:
         self._subscriptions: list[_Subscription] = []
         self._tasks: dict[str, _Periodic] = {}
         self._lock = threading.Lock()
+        self._transport: Transport | None = None
         self.counters = DispatchCounters()
 
     def on(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
@@ -65,7 +66,21 @@ class Dispatcher:
             raise ValueError(f"topic filter {topic_filter!r} is empty or already registered")
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
-        self._subscriptions.append(_Subscription(topic_filter, self._guarded(topic_filter, handler), qos))
+        subscription = _Subscription(topic_filter, self._guarded(topic_filter, handler), qos)
+        self._subscriptions.append(subscription)
+        transport = self._transport
+        if transport is not None:  # registered while connected: subscribe now
+            transport.subscribe(topic_filter, subscription.handler, qos=qos)
+
+    def off(self, topic_filter: str) -> None:
+        """Stop handling ``topic_filter`` (unsubscribing when the transport can); nothing if not registered."""
+        kept = [s for s in self._subscriptions if s.topic_filter != topic_filter]
+        if len(kept) == len(self._subscriptions):
+            return
+        self._subscriptions = kept
+        unsubscribe = getattr(self._transport, "unsubscribe", None)
+        if callable(unsubscribe):
+            unsubscribe(topic_filter)
 
     def every(self, name: str, interval_s: float, task: Task, close: Callable[[], None] | None = None) -> None:
         """Run ``task(wall_time)`` in the sync thread every ``interval_s``; ``close`` when sync stops."""
@@ -84,7 +99,11 @@ class Dispatcher:
         return [s.topic_filter for s in self._subscriptions]
 
     def subscribe_all(self, transport: Transport) -> None:
-        """Subscribe every registered filter (the transport renews them after a reconnect)."""
+        """Subscribe every registered filter (the transport renews them after a reconnect).
+
+        Filters registered later, while this transport is in use, are subscribed at once.
+        """
+        self._transport = transport
         for subscription in self._subscriptions:
             transport.subscribe(subscription.topic_filter, subscription.handler, qos=subscription.qos)
 
@@ -106,6 +125,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Let every task release what it holds (called in the sync thread when sync stops)."""
+        self._transport = None
         for periodic in self._tasks.values():
             if periodic.close is None:
                 continue

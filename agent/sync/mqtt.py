@@ -267,6 +267,15 @@ class PahoTransport:
         if now:
             self._client.subscribe(topic_filter, qos)
 
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop receiving ``topic_filter`` (also after reconnects)."""
+        self._client.message_callback_remove(topic_filter)
+        with self._lock:
+            known = self._subscriptions.pop(topic_filter, None) is not None
+            now = self._connected
+        if known and now:
+            self._client.unsubscribe(topic_filter)
+
     # -- network thread --------------------------------------------------------------------------
 
     def _run(self) -> None:

@@ -33,6 +33,7 @@ from agent.storage.database import StorageError, open_database, transaction
 from agent.storage.outbox import enqueue
 from agent.sync.aggregates import close_windows
 from agent.sync.birth import BdSeqFile, Birth, BirthInfo
+from agent.sync.consultation_aggregates import close_consultation_windows
 from agent.sync.dispatch import Dispatcher
 from agent.sync.health import CpuMeter, PipelineCounters, collect_health
 from agent.sync.mqtt import WillSource
@@ -69,15 +70,19 @@ def run_aggregation_once(
     Returns the number of messages queued; safe to call as often as wanted (each window is
     released once). Works with or without a broker.
     """
-    return close_windows(
+    at = time.time() if now is None else now
+    queued = close_windows(
         db,
         topics.device,
         topics,
-        time.time() if now is None else now,
+        at,
         config.sync,
         list(config.camera.lines),
         list(config.camera.zones),
         offers=offers,
+    )
+    return queued + close_consultation_windows(
+        db, topics.device, at, config.sync, config.console.consultation_categories
     )
 
 
@@ -122,6 +127,17 @@ class SyncService:
         self._errors: dict[str, int] = {}
         self.sender: OutboxSender | None = None
         self.transport: StartableTransport | None = None
+        self._birth: Birth | None = None
+
+    def rebirth(self, info: BirthInfo) -> None:
+        """Report ``info`` from now on: in a new birth at once when connected, and in every will and birth after."""
+        self._birth_info = info
+        birth, transport = self._birth, self.transport
+        if birth is None:
+            return
+        birth.info = info
+        if transport is not None and transport.connected:
+            birth.announce(transport)
 
     def start(self) -> None:
         """Start the service thread."""
@@ -164,6 +180,7 @@ class SyncService:
         transport: StartableTransport | None = None
         try:
             birth = Birth(self.topics, self._birth_info, BdSeqFile(self.config.device.state_dir))
+            self._birth = birth
             transport = self._connect(birth)
             self.dispatcher.subscribe_all(transport)
             sender = OutboxSender(db, transport, self.config.sync.batch_size, topics=self.topics)

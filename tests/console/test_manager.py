@@ -119,6 +119,8 @@ async def test_a_manager_exports_the_day_to_csv_with_small_counts_hidden_and_the
         assert isinstance(console.app.screen, AuditScreen)
         table = console.app.screen.query_one("DataTable")
         assert table.row_count >= 4  # staff added twice, sign-in, redemption, export
+        # The newest row (the export) is highlighted; its detail is shown in full under the table.
+        assert "Detail: rows=3" in shown_text(console.app.screen.query_one("#audit-detail"))
 
     with (tmp_path / "exports" / "aggregates-2026-01-01.csv").open() as file:
         rows = list(csv.reader(file))

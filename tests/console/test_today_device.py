@@ -21,7 +21,7 @@ def text_of(console: Console, selector: str) -> str:
     return shown_text(console.app.screen.query_one(selector))
 
 
-def store_traffic(db_path: Path, entries: int, occupancy: float) -> None:
+def store_traffic(db_path: Path, entries: int, occupancy: float, minute: int = MINUTE) -> None:
     db = open_database(db_path)
     try:
         write_minutes(
@@ -29,8 +29,8 @@ def store_traffic(db_path: Path, entries: int, occupancy: float) -> None:
             "till-1",
             "cam",
             [
-                LineMinute(MINUTE, "entrance", entries, 4),
-                ZoneMinute(MINUTE, "till", 600, occupancy, 3, 2, 1, 1, 30.0, 30.0),
+                LineMinute(minute, "entrance", entries, 4),
+                ZoneMinute(minute, "till", 600, occupancy, 3, 2, 1, 1, 30.0, 30.0),
             ],
             now=NOW,
         )
@@ -109,3 +109,26 @@ async def test_device_says_plainly_when_the_agent_is_not_running_and_shows_its_l
         await settle(pilot)
         headline = text_of(console, "#device-headline")
         assert headline.startswith("✔ Agent running (pid 4242)")
+
+
+@sync
+async def test_today_charts_entries_per_hour_beside_the_same_weekday_last_week(console: Console, db_path: Path) -> None:
+    store_traffic(db_path, entries=40, occupancy=1.0)  # 09:50 today, Thursday
+    store_traffic(db_path, entries=20, occupancy=1.0, minute=MINUTE - 7 * 86_400)  # 09:50 last Thursday
+    store_traffic(db_path, entries=90, occupancy=1.0, minute=MINUTE - 6 * 86_400)  # Friday: not in the chart
+    async with console.app.run_test(size=(80, 24)) as pilot:
+        await sign_in(pilot)
+        await pilot.press("f3")
+        await settle(pilot)
+        lines = text_of(console, "#today-chart").splitlines()
+        assert "Conversion: n/a" in text_of(console, "#today-summary")
+    assert lines[0] == "Entries per hour: █ today  ░ Thu 25 Dec  · below 11"
+    assert lines[1].startswith("40 │")  # the largest count shown is today's 40, not Friday's 90
+
+    def hour(line: str, h: int) -> str:
+        start = line.index("│") + 1 + h * 3
+        return line.ljust(start + 2)[start : start + 2]
+
+    assert [hour(line, 9) for line in lines[1:6]] == ["█ ", "█ ", "█░", "█░", "█░"]
+    assert hour(lines[5], 8) == "··"  # 08:00: nobody today or last week, below 11
+    assert hour(lines[5], 11) == " ·"  # 11:00 has not begun today

@@ -159,6 +159,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "contribution_cap": 1,
         "noise": "discrete_laplace",
     },
+    "consultations.v1": {
+        "window_start": int(NOW),
+        "window_minutes": 15,
+        "cells": [
+            {"category": "seeds", "outcome": "bought", "count": 2},
+            {"category": "seeds", "outcome": "will_return", "count": -1},
+        ],
+        "epsilon": 1.0,
+        "contribution_cap": 1,
+        "noise": "discrete_laplace",
+    },
     "ledger.v1": {k: v for k, v in VALID.items() if k not in ("schema", "msg_id", "device", "sent_at")},
     "health.v1": {
         "fps": 9.5,
@@ -287,6 +298,10 @@ def test_line_and_zone_names_outside_the_config_pattern_are_rejected(name: str) 
         ("coupons.v1", {"noise": "gaussian"}),
         ("coupons.v1", {"epsilon": 0}),
         ("coupons.v1", {"cells": [{"campaign": 7, "offer": 2, "count": 1.5}]}),
+        ("consultations.v1", {"cells": [{"category": "seeds", "outcome": "bought", "count": 1}] * 2}),
+        ("consultations.v1", {"cells": [{"category": "Seeds in a pot", "outcome": "bought", "count": 1}]}),
+        ("consultations.v1", {"cells": [{"category": "seeds", "outcome": "maybe", "count": 1}]}),
+        ("consultations.v1", {"cells": [{"category": "seeds", "outcome": "bought", "count": 1, "minutes": 3}]}),
         ("health.v1", {"errors": {"disk full at /var/lib": 1}}),
         ("health.v1", {"cpu_percent": -1.0}),
         ("health.v1", {"fps": "fast"}),

@@ -35,19 +35,31 @@ def health() -> HealthReport:
 def test_the_policy_takes_every_limit_from_the_config() -> None:
     config = parse_config(
         {
-            "storage": {"events_days": 2, "buckets_days": 3, "redemptions_days": 4, "audit_days": 5},
+            "storage": {
+                "events_days": 2,
+                "buckets_days": 3,
+                "redemptions_days": 4,
+                "audit_days": 5,
+                "consultations_days": 7,
+            },
             "sync": {"outbox_retention_days": 6},
         }
     )
     policy = retention_policy(config)
     assert (policy.events_days, policy.buckets_days, policy.redemptions_days, policy.audit_days) == (2, 3, 4, 5)
+    assert policy.consultations_days == 7
     assert policy.outbox_delivered_days == 6
     assert policy.aggregates_keep_days >= 9  # past the aggregation lookback of 7 days
 
 
 @pytest.mark.parametrize(
     ("section", "key", "value"),
-    [("storage", "redemptions_days", 0), ("storage", "audit_days", "90"), ("sync", "outbox_max_rows", 10)],
+    [
+        ("storage", "redemptions_days", 0),
+        ("storage", "audit_days", "90"),
+        ("storage", "consultations_days", 0),
+        ("sync", "outbox_max_rows", 10),
+    ],
 )
 def test_a_bad_retention_key_is_named(section: str, key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"{section} -> {key}"):

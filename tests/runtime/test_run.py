@@ -323,4 +323,8 @@ def test_a_reload_that_changes_only_the_detector_swaps_it_without_restarting_cou
     [counting] = [c for c in status["components"] if c["name"] == "counting"]
     assert counting["restarts"] == 0
     with sqlite3.connect(tmp_path / "state" / "agent.db") as conn:
-        assert conn.execute("SELECT SUM(frames) FROM zone_buckets").fetchone() == (60,)
+        [(counted,)] = conn.execute("SELECT SUM(frames) FROM zone_buckets").fetchall()
+    # A live source drops its oldest frame when the loop falls behind (a loaded machine, the swap);
+    # every frame is either counted or reported dropped, none vanishes.
+    assert counted + status["dropped_frames"] == 60
+    assert counted >= 30

@@ -243,7 +243,7 @@ def test_a_failure_while_releasing_leaves_neither_message_nor_cells(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(aggregates, "_record_cells", broken)
+    monkeypatch.setattr(aggregates, "record_cells", broken)
     with pytest.raises(RuntimeError, match="power cut"):
         close(db, DAY0 + W + GRACE)
     assert outbox_rows(db) == []

@@ -6,7 +6,7 @@ import logging
 
 from textual import work
 from textual.app import ComposeResult
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from agent.console.readings import local_time
 from agent.console.screens.base import ConsoleScreen
@@ -28,9 +28,11 @@ class AuditScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="audit-detail")
 
     def on_mount(self) -> None:
         super().on_mount()
+        self._details: list[str] = []
         table = self.query_one(DataTable)
         table.add_columns("When", "Who", "Action", "Outcome", "Detail")
         table.focus()
@@ -47,9 +49,15 @@ class AuditScreen(ConsoleScreen):
             return
         self.app.call_from_thread(self._show, rows)
 
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The highlighted row's detail in full, wrapped, since the column may not fit 80 columns."""
+        detail = self._details[event.cursor_row] if 0 <= event.cursor_row < len(self._details) else ""
+        self.query_one("#audit-detail", Static).update(f"Detail: {detail}" if detail else "")
+
     def _show(self, rows: list[AuditEntry]) -> None:
         if not self.is_attached:
             return
+        self._details = [detail_text(entry) for entry in rows]
         table = self.query_one(DataTable)
         table.clear()
         for entry in rows:

@@ -19,7 +19,7 @@ class ConsoleScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield SessionBar(self.SCREEN_TITLE)
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -1,24 +1,38 @@
-"""Today: entries and exits per line, occupancy per zone, redemptions and conversion, refreshed live."""
+"""Today: entries and exits per line, occupancy per zone, redemptions, conversion and entries per hour
+beside the same weekday last week, refreshed live."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
+from rich import box
 from rich.table import Table
 from textual import work
 from textual.app import ComposeResult
+from textual.containers import Horizontal
 from textual.widgets import Static
 
-from agent.console.readings import AgentState, Today, conversion, local_time, read_today, shown
+from agent.console.readings import (
+    AgentState,
+    HourlyEntries,
+    Today,
+    conversion,
+    local_time,
+    read_hourly,
+    read_today,
+    shown,
+)
 from agent.console.screens.base import ConsoleScreen
 from agent.console.session import open_reader
+from agent.console.widgets.hourly_chart import hourly_chart
 from agent.storage.database import StorageError
 
 logger = logging.getLogger(__name__)
 
 
 def lines_table(today: Today, threshold: int) -> Table:
-    table = Table(title="Entrances today", title_justify="left", expand=True, pad_edge=False)
+    table = Table(title="Entrances today", title_justify="left", expand=True, pad_edge=False, box=box.SIMPLE_HEAD)
     table.add_column("Line")
     table.add_column("In", justify="right")
     table.add_column("Out", justify="right")
@@ -30,7 +44,7 @@ def lines_table(today: Today, threshold: int) -> Table:
 
 
 def zones_table(today: Today, threshold: int) -> Table:
-    table = Table(title="Zones now", title_justify="left", expand=True, pad_edge=False)
+    table = Table(title="Zones now", title_justify="left", expand=True, pad_edge=False, box=box.SIMPLE_HEAD)
     table.add_column("Zone")
     table.add_column("People", justify="right")
     table.add_column("As of", justify="right")
@@ -49,14 +63,21 @@ def summary(today: Today, threshold: int) -> str:
     )
 
 
+def chart(hourly: HourlyEntries, threshold: int) -> str:
+    day = datetime.fromtimestamp(hourly.last_week_day).astimezone().strftime("%a %d %b")
+    return hourly_chart(hourly.today, hourly.last_week, threshold, day)
+
+
 class TodayScreen(ConsoleScreen):
     SCREEN_TITLE = "Today"
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="today-stale", markup=False)
-        yield Static("… reading", id="today-lines")
-        yield Static("", id="today-zones")
+        with Horizontal(id="today-tables"):
+            yield Static("… reading", id="today-lines")
+            yield Static("", id="today-zones")
         yield Static("", id="today-summary", markup=False)
+        yield Static("", id="today-chart", markup=False)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -71,20 +92,23 @@ class TodayScreen(ConsoleScreen):
         settings = self.console.settings
         try:
             with open_reader(settings.db_path) as db:
-                today = read_today(db, settings.clock())
+                now = settings.clock()
+                today = read_today(db, now)
+                hourly = read_hourly(db, now)
         except StorageError as exc:
             logger.warning("cannot read today's figures: %s", exc)
             self.app.call_from_thread(self._failed, str(exc))
             return
-        self.app.call_from_thread(self._show, today)
+        self.app.call_from_thread(self._show, today, hourly)
 
-    def _show(self, today: Today) -> None:
+    def _show(self, today: Today, hourly: HourlyEntries) -> None:
         if not self.is_attached:
             return
         threshold = self.console.settings.threshold
         self.query_one("#today-lines", Static).update(lines_table(today, threshold))
         self.query_one("#today-zones", Static).update(zones_table(today, threshold))
         self.query_one("#today-summary", Static).update(summary(today, threshold))
+        self.query_one("#today-chart", Static).update(chart(hourly, threshold))
 
     def _failed(self, error: str) -> None:
         if self.is_attached:
