@@ -13,10 +13,11 @@ from typing import Any
 
 from provisioning.coupons import load_private_key
 from provisioning.fleet import FleetToolError
+from provisioning.fleet_models import DEFAULT_CHUNK_BYTES
 from provisioning.rollout import state as state_file
-from provisioning.rollout.jobs import JobSpec, cancel_publisher, command_publisher, config_job
+from provisioning.rollout.jobs import JobSpec, cancel_publisher, command_publisher, config_job, model_job
 from provisioning.rollout.link import BrokerLink, parse_broker
-from provisioning.rollout.runner import Runner, cancel, new_rollout, wait_for_statuses
+from provisioning.rollout.runner import Runner, cancel, check_rollout_id, new_rollout, wait_for_statuses
 from provisioning.rollout.state import RolloutState
 from provisioning.rollout.targets import DeviceRef, devices_from_births, read_device_list
 from provisioning.rollout.waves import judge, parse_rate, parse_waves
@@ -38,11 +39,23 @@ def _outcome(state: RolloutState) -> int:
 
 
 def _job(args: argparse.Namespace) -> JobSpec:
+    if args.model is not None:
+        host, port = parse_broker(args.broker)
+        return model_job(
+            Path(args.model),
+            tenant=args.tenant,
+            host=host,
+            port=port,
+            family=args.family,
+            licence=args.licence,
+            name=args.name,
+            chunk_size=args.chunk_size,
+        )
     if args.config is not None:
         if args.version is None:
             raise FleetToolError("--config needs --version (the desired config's version, above the last one)")
         return config_job(Path(args.config), args.version)
-    raise FleetToolError("say what to roll out: --config FILE --version N")
+    raise FleetToolError("say what to roll out: --config FILE --version N, or --model FILE")
 
 
 def _store_targets(args: argparse.Namespace, link: BrokerLink) -> list[DeviceRef]:
@@ -57,7 +70,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     path = Path(args.state)
     if path.exists():
         raise FileExistsError(f"--state {path} already exists: resume that rollout or choose another file")
-    job = _job(args)
+    check_rollout_id(args.id)
+    if args.config is not None:
+        _job(args)  # a config job is checked before connecting; a model's is published only once targets are known
     marks = parse_waves(args.waves)
     rate = parse_rate(args.max_failure_rate)
     key = load_private_key(Path(args.key))
@@ -65,6 +80,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     listed = read_device_list(Path(args.devices)) if args.devices is not None else None
     with BrokerLink(host, port) as link:
         targets = listed if listed is not None else _store_targets(args, link)
+        job = _job(args)  # a model's chunks are published here, once, before any wave
         state = new_rollout(
             args.id,
             tenant=args.tenant,
@@ -141,8 +157,14 @@ def add_rollout_parser(fleet_commands: Any) -> None:
     where = start.add_mutually_exclusive_group(required=True)
     where.add_argument("--devices", metavar="FILE", help="STORE/DEVICE a line, in rollout order (first: canary)")
     where.add_argument("--store", help="every device of this store with a retained birth on the broker")
-    start.add_argument("--config", metavar="FILE", help="a desired config (TOML) to roll out")
+    what = start.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", metavar="FILE", help="a desired config (TOML) to roll out")
+    what.add_argument("--model", metavar="FILE", help="an ONNX model to roll out (its chunks are published first)")
     start.add_argument("--version", type=int, metavar="N", help="the desired config's version")
+    start.add_argument("--family", choices=["ssd", "yolox"], help="model: needed outside the models manifest")
+    start.add_argument("--licence", help="model: its licence; needed outside the models manifest")
+    start.add_argument("--name", help="model: what devices call it (default model-<sha256>)")
+    start.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_BYTES, metavar="BYTES", help="model chunks")
     start.add_argument("--waves", default=DEFAULT_WAVES, help="cumulative wave marks (default 1,10%%,50%%,100%%)")
     start.add_argument("--max-failure-rate", default="10%", metavar="RATE", help="abort above it (default 10%%)")
     start.add_argument("--wave-timeout", type=float, default=600.0, metavar="S", help="wait per wave (default 600)")

@@ -22,6 +22,7 @@ from agent.contract.topics import Topics
 from agent.fleet.bodies import MAX_CONFIG_CHARS, parse_body
 from agent.fleet.commands import MAX_LIFETIME_S, Command, Target, sign_command
 from provisioning.fleet import FleetToolError
+from provisioning.fleet_models import DEFAULT_CHUNK_BYTES, publish_artifact
 from provisioning.rollout.link import BrokerLink
 from provisioning.rollout.targets import DeviceRef
 
@@ -65,6 +66,25 @@ def config_job(path: Path, version: int) -> JobSpec:
     if not 0 <= version < 2**53:
         raise FleetToolError("--version must be a whole number from 0")
     return JobSpec("config", {"version": version, "toml": text})
+
+
+def model_job(
+    path: Path,
+    *,
+    tenant: str,
+    host: str,
+    port: int,
+    family: str | None = None,
+    licence: str | None = None,
+    name: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
+) -> JobSpec:
+    """A model job: publishes the model's retained chunks once (every wave's devices fetch them), then the body.
+
+    FleetToolError naming ``--model`` or the broker when that fails.
+    """
+    manifest = publish_artifact(path, tenant=tenant, host=host, port=port, chunk_size=chunk_size)
+    return JobSpec("model", manifest.body(family=family, licence=licence, name=name))
 
 
 def command_publisher(

@@ -38,6 +38,13 @@ REFRESH_S = 5.0
 Report = Callable[[str], None]
 
 
+def check_rollout_id(rollout_id: str) -> str:
+    """``rollout_id`` if it can prefix job ids; FleetToolError naming ``--id`` otherwise."""
+    if not ROLLOUT_ID.match(rollout_id):
+        raise FleetToolError("--id must be 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return rollout_id
+
+
 def new_rollout(
     rollout_id: str,
     *,
@@ -52,8 +59,7 @@ def new_rollout(
     ttl_s: int,
 ) -> RolloutState:
     """The plan of a new rollout: each target gets the job id ``{rollout_id}-{n}`` in rollout order."""
-    if not ROLLOUT_ID.match(rollout_id):
-        raise FleetToolError("--id must be 1-40 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    check_rollout_id(rollout_id)
     if not targets:
         raise FleetToolError("the rollout has no target device")
     if wave_timeout_s <= 0 or soak_s < 0:

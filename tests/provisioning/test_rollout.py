@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sync_broker import Broker, mosquitto_available, wait_until
+from sync_broker import Broker, Subscriber, mosquitto_available, wait_until
 
 from agent.config import load_config
 from agent.fleet import jobs
@@ -284,3 +285,33 @@ def test_a_silent_canary_counts_as_failed_once_the_wave_times_out(
     assert "wave 1: 1 job(s) did not end within 2 s" in out
     assert "ABORTED after wave 1: 1 of 1 started jobs failed" in out
     assert all(device.job("cfg-silent-2") is None and device.job("cfg-silent-3") is None for device in others)
+
+
+def test_a_model_rollout_publishes_the_chunks_once_and_sends_the_model_job(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # These devices run no detector, so they reject the model job: the canary stops the rollout.
+    devices = [fleet.add("store-1", f"till-{i}") for i in range(3)]
+    model = tmp_path / "model.onnx"
+    model.write_bytes(os.urandom(5000))
+    state_path = tmp_path / "model.json"
+    args = fleet.start_args(state_path, "mdl", "--devices", str(fleet.device_list(devices)))
+    at = args.index("--config")
+    args[at : at + 4] = ["--model", str(model), "--family", "ssd", "--licence", "MIT", "--chunk-size", "1024"]
+    code = cli.main([*args, "--waves", "1,100%"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    state = state_file.load(state_path)
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert state.job_type == "model" and state.job_body["sha256"] == digest and state.job_body["chunks"] == 5
+    assert state.status == "aborted" and state.entries()[0].reason == "no_detector"
+    assert devices[1].job("mdl-2") is None
+    chunks = Subscriber(fleet.broker, client_id="chunk-reader").connect()
+    try:
+        chunks.subscribe(f"retail/v1/acme/_artifacts/{digest}/+")
+        received = chunks.wait_for(lambda messages: len(messages) >= 5)
+        assert b"".join(m.payload for m in sorted(received, key=lambda m: int(m.topic.rsplit("/", 1)[1]))) == (
+            model.read_bytes()
+        )
+    finally:
+        chunks.close()
