@@ -19,12 +19,17 @@ Prints both times, their ratio, the broker's resident memory (VmRSS and peak VmH
 after each phase, the bytes the operator published and the bytes the broker sent and received
 (its $SYS counters), and the devices verified (each device's config file read back afterwards).
 Job kinds are in ``JOB_KINDS``: a kind builds the job (and publishes what it needs first) and
-checks one device afterwards.
+checks one device afterwards. ``config``: a desired config, read back from each device's file.
+``model``: a 12 MB model published as retained chunks (within the measured time), then the model
+job; each device downloads, verifies and stages it with the real fleet code and keeps it after
+``fleet.model_check_s`` = 1 s; a stand-in detector takes the place of ONNX Runtime and the camera
+(200 detectors do not fit one machine), and the check reads each staged file's sha256.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -49,7 +54,7 @@ from agent.sync.mqtt import PahoTransport
 from agent.sync.service import SyncService
 from provisioning.coupons import load_private_key
 from provisioning.fleet import generate_fleet_key
-from provisioning.rollout.jobs import JobSpec, command_publisher, config_job
+from provisioning.rollout.jobs import JobSpec, command_publisher, config_job, model_job
 from provisioning.rollout.link import BrokerLink
 from provisioning.rollout.runner import Runner, new_rollout
 from provisioning.rollout.table import render
@@ -59,6 +64,8 @@ from provisioning.rollout.waves import parse_waves
 MOSQUITTO = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
 TENANT = "bench"
 TARGET_FPS = 4.0
+MODEL_BYTES = 12 * 1024 * 1024
+MODEL_CHECK_S = 1.0
 
 
 def free_port() -> int:
@@ -143,8 +150,8 @@ def device_config(folder: Path, index: int, public_key: str, port: int) -> Path:
     path = folder / "agent.toml"
     path.write_text(
         f'[device]\nid = "dev-{index:04d}"\ntenant = "{TENANT}"\nstore = "store-{index // 20:03d}"\n'
-        f'state_dir = "{folder / "state"}"\n\n[fleet]\npublic_key = "{public_key}"\ngroups = []\n\n'
-        + mqtt_section(port),
+        f'state_dir = "{folder / "state"}"\n\n[fleet]\npublic_key = "{public_key}"\ngroups = []\n'
+        f"model_check_s = {MODEL_CHECK_S}\n\n" + mqtt_section(port),
         encoding="utf-8",
     )
     return path
@@ -157,6 +164,47 @@ def mqtt_section(port: int) -> str:
     )
 
 
+class StandInDetector:
+    """The model host of a simulated device: the fleet code downloads, verifies and stages for real;
+    loading, the reference inference and the frame rate are stood in for (no camera, no ONNX here)."""
+
+    def __init__(self) -> None:
+        self.current = "0" * 64
+        self.candidate: str | None = None
+        self.started = time.monotonic()
+
+    def is_listed(self, sha256: str) -> bool:
+        return False
+
+    def current_sha256(self) -> str:
+        return self.current
+
+    def load_candidate(self, path: Path, name: str, family: str | None, licence: str | None) -> None:
+        self.candidate = path.stem
+
+    def swap_to_candidate(self) -> None:
+        pass
+
+    def check_reference(self) -> str | None:
+        return None
+
+    def frames_counted(self) -> int:
+        return int((time.monotonic() - self.started) * 10)
+
+    def frame_rate(self) -> float:
+        return 10.0
+
+    def roll_back(self) -> None:
+        self.candidate = None
+
+    def keep_candidate(self, job_id: str) -> None:
+        assert self.candidate is not None
+        self.current = self.candidate
+        (self.path_hint / "model.sha256").write_text(self.current)
+
+    path_hint: Path = Path()
+
+
 def run_worker(root: Path, first: int, count: int, public_key: str, port: int) -> int:
     """Start ``count`` devices and echo clients, say ``ready``, run until stdin closes."""
 
@@ -166,7 +214,9 @@ def run_worker(root: Path, first: int, count: int, public_key: str, port: int) -
         path = device_config(root / f"dev-{index:04d}", index, public_key, port)
         config = load_config(path)
         dispatcher = Dispatcher()
-        register_fleet(dispatcher, config, config_path=path)
+        host = StandInDetector()
+        host.path_hint = path.parent
+        register_fleet(dispatcher, config, config_path=path, models=host)
         service = SyncService(
             config, config.database_path, topics_of(config), PahoTransport, stop, dispatcher=dispatcher
         )
@@ -253,13 +303,39 @@ def _config_applied(device_folder: Path) -> bool:
     return load_config(device_folder / "agent.toml").camera.target_fps == TARGET_FPS
 
 
-JOB_KINDS: dict[str, JobKind] = {"config": JobKind(_config_job, _config_applied)}
+def _model_job(root: Path, port: int) -> JobSpec:
+    model = root / "bench-model.onnx"
+    model.write_bytes(os.urandom(MODEL_BYTES))
+    return model_job(model, tenant=TENANT, host="127.0.0.1", port=port, family="yolox", licence="Apache-2.0")
+
+
+def _model_kept(device_folder: Path) -> bool:
+    expected = hashlib.sha256((device_folder.parent / "bench-model.onnx").read_bytes()).hexdigest()
+    kept = device_folder / "model.sha256"
+    staged = device_folder / "state" / "models" / f"{expected}.onnx"
+    return kept.is_file() and kept.read_text() == expected and file_sha256(staged) == expected
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    "config": JobKind(_config_job, _config_applied),
+    "model": JobKind(_model_job, _model_kept),
+}
 
 
 def rollout(root: Path, port: int, devices: int, kind: JobKind, waves: str, key_path: Path) -> tuple[float, int, str]:
     """(seconds to the end of the rollout, bytes the operator published, the final status table)."""
 
+    start = time.perf_counter()  # a model's chunks are published within the measured time
     job = kind.build(root, port)
+    artifact = sum(p.stat().st_size for p in root.glob("bench-model.onnx")) if job.type == "model" else 0
     targets = [DeviceRef(f"store-{i // 20:03d}", f"dev-{i:04d}") for i in range(devices)]
     state = new_rollout(
         "bench",
@@ -274,7 +350,6 @@ def rollout(root: Path, port: int, devices: int, kind: JobKind, waves: str, key_
         ttl_s=3600,
     )
     key = load_private_key(key_path)
-    start = time.perf_counter()
     with BrokerLink("127.0.0.1", port) as link:
         runner = Runner(
             state, root / "rollout.json", link, command_publisher(link, key, TENANT, job, 3600), lambda _t: None
@@ -282,7 +357,7 @@ def rollout(root: Path, port: int, devices: int, kind: JobKind, waves: str, key_
         runner.poll_s = 0.05
         final = runner.run()
         elapsed = time.perf_counter() - start
-        return elapsed, link.bytes_sent, render(final)
+        return elapsed, link.bytes_sent + artifact, render(final)
 
 
 def main() -> int:
