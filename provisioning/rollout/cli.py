@@ -17,7 +17,14 @@ from provisioning.fleet_models import DEFAULT_CHUNK_BYTES
 from provisioning.rollout import state as state_file
 from provisioning.rollout.jobs import JobSpec, cancel_publisher, command_publisher, config_job, model_job
 from provisioning.rollout.link import BrokerLink, parse_broker
-from provisioning.rollout.runner import Runner, cancel, check_rollout_id, new_rollout, wait_for_statuses
+from provisioning.rollout.runner import (
+    Runner,
+    cancel,
+    check_rollout_id,
+    job_topics,
+    new_rollout,
+    wait_for_statuses,
+)
 from provisioning.rollout.state import RolloutState
 from provisioning.rollout.targets import DeviceRef, devices_from_births, read_device_list
 from provisioning.rollout.waves import judge, parse_rate, parse_waves
@@ -93,6 +100,13 @@ def cmd_start(args: argparse.Namespace) -> int:
             soak_s=args.soak,
             ttl_s=args.ttl,
         )
+        link.subscribe(job_topics(state))
+        used = sorted(set(link.jobs()) & {entry.job_id for entry in state.entries()})
+        if used:
+            raise FleetToolError(
+                f"--id {state.rollout_id}: the broker already holds statuses of job(s) {', '.join(used[:3])}"
+                " (devices refuse a job id they have seen); choose another --id"
+            )
         state_file.save(state, path)
         _show(
             f"rollout {state.rollout_id}: {len(targets)} device(s) in waves of "

@@ -157,6 +157,11 @@ def test_a_rollout_in_waves_reaches_every_device(
         assert job is not None and job.state.value == "SUCCEEDED"
         assert load_config(device.path).device.id == device.name  # each kept its own [device]
     assert "status done" in out and "100%" in out
+    # The same rollout id again would collide with job ids the devices have seen: refused up front.
+    again = tmp_path / "again.json"
+    assert cli.main([*fleet.start_args(again, "cfg7", "--devices", str(fleet.device_list(devices)))]) == 2
+    assert "choose another --id" in capsys.readouterr().err
+    assert not again.exists()
 
 
 def test_a_rollout_of_a_store_targets_the_devices_with_a_birth(fleet: Fleet, tmp_path: Path) -> None:
