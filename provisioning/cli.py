@@ -36,6 +36,7 @@ from provisioning.fleet import (
 )
 from provisioning.install import InstallError, InstallOptions, install
 from provisioning.pki import CERT_MODE, DevCa, PkiError, write_atomic
+from provisioning.rollout.cli import add_rollout_parser
 
 logger = logging.getLogger("provisioning.cli")
 
@@ -510,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--tenant", required=True)
     clear.add_argument("--broker", required=True, metavar="HOST:PORT")
     clear.set_defaults(func=cmd_fleet_clear_artifact)
+    add_rollout_parser(fleet_commands)
     return parser
 
 

@@ -71,6 +71,12 @@ class PingBody(_Body):
     """Nothing: the answer is the job status."""
 
 
+class CancelBody(_Body):
+    """Cancel the job ``job_id`` unless it has finished (a job not seen yet is canceled before it arrives)."""
+
+    job_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
 class FleetKeyBody(_Body):
     """The new fleet public key (standard base64 of 32 raw bytes)."""
 
@@ -135,6 +141,7 @@ BODIES: dict[str, type[_Body]] = {
     "ping": PingBody,
     "fleet_key": FleetKeyBody,
     "config": ConfigBody,
+    "cancel": CancelBody,
     "model": ModelBody,
 }
 """The body model of each command type the device runs."""

@@ -6,6 +6,10 @@ checks the files it names), from a temporary file beside the config. Only a vali
 keeps ``[device]`` and ``storage.database`` (which need a restart) and ``[fleet]`` (without it the
 device could take no further command) replaces the file: fsync,
 rename over it, fsync the folder. A rejected document leaves the file untouched.
+
+A document that leaves out ``[device]`` or ``[fleet]`` keeps the device's own sections (read from
+the file in force): so one document can be rolled out to many devices, each keeping its identity,
+its state folder and its fleet groups.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.config import AgentConfig, ConfigError, ConfigProblem, load_config
 from agent.contract.payloads import WORD_PATTERN
@@ -25,6 +30,8 @@ from agent.fleet.toml_text import to_toml
 logger = logging.getLogger(__name__)
 
 
+OWN_SECTIONS = ("device", "fleet")
+"""Sections a desired document may leave out: the device keeps its own."""
 _WORD = re.compile(WORD_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -75,9 +82,10 @@ def write_desired(body: ConfigBody, config_path: Path, current: AgentConfig) -> 
     """
     text = document_text(body)
     try:
-        tomllib.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigRejected([ConfigProblem("(syntax)", "", f"not valid TOML: {exc}")]) from None
+    text = _with_own_sections(text, document, config_path)
     folder = config_path.parent
     tmp = folder / f".{config_path.name}.desired-{os.getpid()}.tmp"
     try:
@@ -101,6 +109,24 @@ def write_desired(body: ConfigBody, config_path: Path, current: AgentConfig) -> 
     _fsync_folder(folder)
     logger.info("desired config version %d written to %s", body.version, config_path)
     return Applied(new, text)
+
+
+def _with_own_sections(text: str, document: dict[str, Any], config_path: Path) -> str:
+    """``text``, or when it lacks ``[device]`` or ``[fleet]``, the document with the file's own written as TOML."""
+    missing = [name for name in OWN_SECTIONS if name not in document]
+    if not missing:
+        return text
+    try:
+        own = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return text  # the validator then names what is missing
+    kept = {name: own[name] for name in missing if name in own}
+    if not kept:
+        return text
+    try:
+        return to_toml(kept | document)
+    except ValueError as exc:
+        raise ConfigRejected([ConfigProblem("(document)", "", str(exc))]) from None
 
 
 def _fsync_folder(folder: Path) -> None:

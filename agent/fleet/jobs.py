@@ -4,7 +4,8 @@ States follow AWS IoT Jobs (QUEUED → IN_PROGRESS → SUCCEEDED | FAILED | REJE
 CANCELED) plus ROLLED_BACK; ``TRANSITIONS`` lists the legal moves and anything else raises
 IllegalTransition. Every change (a new state, or a new step while in progress) raises the job's
 ``version`` by one and queues a ``jobs.v1`` status in the same transaction, so the status on the
-wire and the row always agree and a restarted agent continues the count.
+wire and the row always agree and a restarted agent continues the count. The status is retained,
+so an operator tool that connects later (or again after it was stopped) reads where each job stands.
 """
 
 from __future__ import annotations
@@ -199,4 +200,4 @@ def _report(db: Database, device: str, job: Job, at: float) -> None:
         reason=job.reason,
         details=job.details,
     )
-    outbox.enqueue(db, MessageKind.JOBS, status, route=job.job_id, now=at)
+    outbox.enqueue(db, MessageKind.JOBS, status, route=job.job_id, retain=True, now=at)

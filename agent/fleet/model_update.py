@@ -207,6 +207,10 @@ class ModelUpdates:
         running = self._running
         if running is None:
             return
+        job = jobs.get(db, running.job_id)
+        if job is not None and job.state is JobState.CANCELED:
+            self._abandon(running)
+            return
         try:
             if running.swapped_at is None:
                 self._download(db, running, now)
@@ -322,6 +326,17 @@ class ModelUpdates:
             return
         self.host.keep_candidate(running.job_id)
         self._end(db, running, JobState.SUCCEEDED, None, details, now)
+
+    def _abandon(self, running: _Running) -> None:
+        """A canceled job stops where it is: the download is dropped, a swapped model put back."""
+        swapped = running.swapped_at is not None or running.notes.get("swapped", 0) == 1
+        if swapped and self.host is not None:
+            self.host.roll_back()
+        if self.subscriber is not None and running.swapped_at is None:
+            self.subscriber.off(running.topic_filter)
+        running.assembly.discard()
+        self._running = None
+        logger.warning("model job %s canceled%s", running.job_id, "; the previous model is back" if swapped else "")
 
     def _end(
         self, db: Database, running: _Running, state: JobState, reason: str | None, details: jobs.Details, now: float

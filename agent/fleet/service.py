@@ -3,8 +3,9 @@
 ``handle`` (registered with the sync dispatcher for ``cmd/#`` and each fleet group) only queues
 what arrives, bounded; the periodic task (``__call__``) does everything that needs the database:
 decode, verify against the fleet key in force, check tenant, target and validity, refuse replays,
-record the job and run it. Every refusal is logged and audited (role ``fleet``) with its reason and
-changes nothing else.
+record the job and run it. Commands waiting together run in arrival order, except that cancels
+(published on ``cmd/cancel``) run first. Every refusal is logged and audited (role ``fleet``) with
+its reason and changes nothing else.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from agent.contract.kinds import MessageKind
 from agent.contract.payloads import ConfigReported, JobState
 from agent.fleet import jobs, keys, replay
 from agent.fleet.actions import DESK_TYPES, ping_details, run_desk_command
-from agent.fleet.bodies import BODIES, ConfigBody, FleetKeyBody, ModelBody, PingBody, _Body, parse_body
+from agent.fleet.bodies import BODIES, CancelBody, ConfigBody, FleetKeyBody, ModelBody, PingBody, _Body, parse_body
+from agent.fleet.cancel import cancel_job
 from agent.fleet.commands import (
     MAX_COMMAND_BYTES,
     Command,
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PENDING = 256
 PRUNE_INTERVAL_S = 3600.0
+CANCEL_TOPIC_SUFFIX = "/cmd/cancel"
 
 
 class FleetAgent:
@@ -94,11 +97,12 @@ class FleetAgent:
         if not self._recovered:
             self._recover(db, now)
             self._recovered = True
-        while True:
-            with self._lock:
-                if not self._pending:
-                    break
-                topic, payload, size = self._pending.popleft()
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        # Cancels first: a device back from an outage that finds a job and its cancel waiting never runs the job.
+        batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
+        for topic, payload, size in batch:
             self.process(topic, payload, now, size=size)
         self.models.tick(db, now)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
@@ -182,6 +186,9 @@ class FleetAgent:
         device = config.device.id
         if isinstance(body, ConfigBody):
             return self._desired_config(db, config, command, body, now)
+        if isinstance(body, CancelBody):
+            with transaction(db):
+                return cancel_job(db, device, command, body, now)
         if isinstance(body, ModelBody):
             return self.models.start(db, command.id, body, command.expires_at, now)
         with transaction(db):

@@ -220,3 +220,37 @@ def test_an_unexpected_error_ends_the_job_and_puts_the_previous_model_back_once_
         assert host.events == events
         agent(NOW + 1)  # nothing left running
         assert not agent.models.busy
+
+
+def test_a_model_job_canceled_during_the_download_stops_and_drops_it(tmp_path: Path) -> None:
+    clock = [0.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(4 * CHUNK)
+    agent.process(TOPIC, model_command(data, "halt"), NOW)
+    deliver(subs, data, range(2))
+    agent(NOW + 1)
+    agent.handle(TOPIC.replace("/model", "/cancel"), signed(command("cancel", {"job_id": "halt"}, command_id="c1")))
+    agent(NOW + 2)
+    assert state_of(agent, "halt").state is JobState.CANCELED
+    assert state_of(agent, "c1").state is JobState.SUCCEEDED
+    assert not agent.models.busy and subs.handlers == {}
+    assert list((config.device.state_dir / "artifacts").iterdir()) == []
+    agent(NOW + 3)  # nothing left to advance, nothing raised
+    assert host.events == []
+
+
+def test_a_model_job_canceled_during_the_health_check_puts_the_previous_model_back(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    agent, _config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(3 * CHUNK)
+    agent.process(TOPIC, model_command(data, "undo"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    assert host.events == ["load", "swap"]
+    agent.handle(TOPIC.replace("/model", "/cancel"), signed(command("cancel", {"job_id": "undo"}, command_id="c2")))
+    clock[0] += 10.0
+    agent(NOW + 10)
+    assert state_of(agent, "undo").state is JobState.CANCELED
+    assert host.events == ["load", "swap", "roll_back"] and host.current == "0" * 64
