@@ -109,17 +109,19 @@ class LineConfig(_Section):
     b: XY
     net: bool = False
     band: float = Field(
-        default=0.05,
+        default=0.02,
         ge=0,
         le=1,
         description=(
             "half-width of the band around the line in which a foot point is on neither side, as a fraction of the "
             "person's box height; a crossing counts only once the foot point has left the band on the other side "
-            "and held there. 0.05 is about one standard deviation of a detected box edge as the tracker's Kalman "
-            "filter models it (1/20 of the height), so a side change from jitter alone must beat that on two "
-            "frames in a row; a walker at 10 fps covers about 8 % of their height per frame and passes it in "
-            "one or two. Wider bands lose crossings of people who stop, turn or are hidden next to the "
-            "line. 0 turns the band off"
+            "and held there (counting.hold_s). 0.02 is one standard deviation of the foot point's jitter from "
+            "frame to frame as measured for the shipped model on the first half of the sample clip (0.019 of "
+            "the box height; 0.013 for YOLOX-Nano; tests/benchmarks/bench_counting_rules.py prints it), so a side "
+            "change from jitter alone must beat that on two frames in a row, while a walker at 10 fps covers "
+            "about 8 % of their height per frame and passes it in one. A wider band delays each crossing until "
+            "the foot has left it and loses crossings of people who stop, turn or are hidden next to the line: "
+            "0.05 cost the shipped model 4 of 61 crossings on that half. 0 turns the band off"
         ),
     )
 
@@ -260,9 +262,10 @@ class CountingConfig(_Section):
         ge=0,
         le=10,
         description=(
-            "a side change at a line counts once the track has been seen on the new side for this many seconds "
-            "(two frames at 10 fps); measured in seconds so that frames dropped under load do not change what "
-            "is counted. One frame of flicker never counts unless this is 0"
+            "a side change at a line counts once the track has been seen on the new side for this many seconds: "
+            "the time from the first frame there to the frame that counts, so 0.1 counts on the second frame at "
+            "10 fps (the former two-frame hold) and 0 on the first; measured in seconds so that frames dropped "
+            "under load do not change what is counted. One frame of flicker never counts unless this is 0"
         ),
     )
     zone_min_s: float = Field(

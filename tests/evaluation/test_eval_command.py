@@ -75,25 +75,27 @@ def _check(result: dict[str, Any], floors: dict[str, float], zone_ceilings: dict
 @pytest.mark.integration
 @pytest.mark.slow
 def test_default_model_on_the_sample_truth(vtest_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Figures that hold for the shipped model (measured 94.8 %, F1 93.1 %, halves 93.4 % and 89.1 %,
-    the three original lines 94.4 %; zone MAE 0.38, 0.38, 0.31): a change that loses more fails."""
+    """Figures that hold for the shipped model (measured 94.0 %, F1 92.7 %, halves 91.8 % and 89.1 %,
+    the three original lines 94.4 %; zone MAE 0.25, 0.31, 0.31): a change that loses more fails. The
+    targets stay hard floors under these: 0.90 for all lines and for the original lines, zone MAE 0.6."""
     result = _eval_json(capsys, vtest_path)
     assert result["frames"] == 795
     _check(
         result,
-        {"accuracy": 0.93, "f1": 0.91, "accuracy 0:399": 0.91, "accuracy 400:794": 0.87, "old lines": 0.90},
-        {"walkway_centre": 0.5, "west_half": 0.5, "junction": 0.45},
+        {"accuracy": 0.93, "f1": 0.92, "accuracy 0:399": 0.91, "accuracy 400:794": 0.88, "old lines": 0.93},
+        {"walkway_centre": 0.3, "west_half": 0.35, "junction": 0.35},
     )
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_yolox_nano_on_the_sample_truth(vtest_path: Path, yolox_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Figures that hold for YOLOX-Nano (measured 94.8 %, F1 96.6 %, halves 96.7 % and 92.7 %, the three
-    original lines 98.9 %; zone MAE 0.25, 1.00 (a sign stand taken for a person), 0.19)."""
+    """Figures that hold for YOLOX-Nano (measured 97.4 %, F1 98.7 %, halves 95.1 % and 100 %, the three
+    original lines 98.9 %; zone MAE 0.19, 0.25, 0.00); the targets, 0.97 for all lines and for the
+    original lines and zone MAE 0.3, stay hard floors under these."""
     result = _eval_json(capsys, vtest_path, "--model", str(yolox_path), "--family", "yolox")
     _check(
         result,
-        {"accuracy": 0.93, "f1": 0.95, "accuracy 0:399": 0.94, "accuracy 400:794": 0.90, "old lines": 0.97},
-        {"walkway_centre": 0.4, "west_half": 1.2, "junction": 0.35},
+        {"accuracy": 0.97, "f1": 0.98, "accuracy 0:399": 0.94, "accuracy 400:794": 0.98, "old lines": 0.98},
+        {"walkway_centre": 0.25, "west_half": 0.3, "junction": 0.1},
     )
