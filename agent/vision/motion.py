@@ -145,6 +145,12 @@ class GateStats:
     def detector_runs(self) -> int:
         return self.motion + self.tracking + self.keepalive
 
+    def describe(self) -> str:
+        return (
+            f"detector ran on {self.detector_runs} of {self.frames} frames (motion {self.motion}, people settling"
+            f" {self.tracking}, keep-alive {self.keepalive})"
+        )
+
 
 class MotionGate:
     """Runs the detector on the frames that need it and replays its last detections on the others."""

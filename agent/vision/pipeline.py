@@ -187,6 +187,8 @@ class TrafficPipeline:
 
         Counting then starts afresh: a later frame (of this stream or another) meets no old track.
         """
+        if self.gate is not None:
+            logger.info("motion gate: %s", self.gate.stats.describe())
         ended = self._tracker.finish()
         result = self.count_tracks(-1, self._last_t, self._last_mono, (), ended)
         self._motion.clear()

@@ -175,6 +175,7 @@ def test_a_static_scene_runs_the_detector_only_at_the_keepalive_rate(vtest_path:
     assert detector.runs <= allowed
     assert gate.stats.keepalive >= seconds / settings.keepalive_s - 2
     assert gate.stats.motion == 1
+    assert gate.stats.describe().startswith(f"detector ran on {detector.runs} of 600 frames (motion 1,")
 
 
 def test_a_moving_scene_runs_the_detector_on_every_frame(vtest_path: Path) -> None:
