@@ -3,7 +3,7 @@
 glibc gives each thread that allocates its own malloc arena (up to eight per core), and every arena
 keeps the freed memory it once held. The agent runs a dozen threads (capture, counting, sync,
 scanning, ...), yet nearly all of its allocations happen in the counting thread with the GIL held;
-one arena keeps about 18 MB less resident at no measurable CPU cost (a fixed mmap threshold saved a
+one arena keeps 5-15 MB less resident at no measurable CPU cost (a fixed mmap threshold saved a
 little more but cost 1.4 ms of system time per frame). Measured by tests/benchmarks/bench_memory.py.
 Only ``retail-agent run`` calls this; a ``MALLOC_ARENA_MAX`` set in the environment wins.
 """
