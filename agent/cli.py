@@ -117,6 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runtime.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before the libraries, the model and the threads allocate
     from agent.runtime.run import run_agent
 
     config = load_config(Path(args.config))

@@ -208,6 +208,34 @@ class DetectorConfig(_Section):
     tiles: Annotated[Literal[1, 2], BeforeValidator(_not_bool)] = 1
 
 
+class MotionConfig(_Section):
+    """Motion-gated inference: the detector runs on frames with motion, while someone is followed, and
+    at a keep-alive rate otherwise (see ``agent.vision.motion``)."""
+
+    enabled: bool = Field(default=True, description="run the detector only where the motion gate says so")
+    keepalive_s: float = Field(
+        default=2.0, gt=0, le=3600, description="seconds between detector runs on a still scene with nobody in view"
+    )
+    width: int = Field(
+        default=160, ge=16, le=1920, description="width in pixels of the grey frame the background model uses"
+    )
+    threshold: int = Field(
+        default=20, ge=1, le=254, description="grey-level change (0-255) that makes a pixel of the small frame move"
+    )
+    min_area: float = Field(
+        default=0.002, ge=0, lt=1, description="share of the small frame that must move for the frame to have motion"
+    )
+    learning_rate: float = Field(
+        default=0.05, gt=0, le=1, description="how fast the background takes in each frame (running-average weight)"
+    )
+    settle_frames: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="frames the detector goes on running after motion stops while people are in view",
+    )
+
+
 class TrackerConfig(_Section):
     """Tracker settings; the score thresholds default to the model's (see models/manifest.toml)."""
 
@@ -550,6 +578,7 @@ class AgentConfig(_Section):
     camera: CameraConfig = Field(default_factory=CameraConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
     counting: CountingConfig = Field(default_factory=CountingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     coupons: CouponsConfig = Field(default_factory=CouponsConfig)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.config import AgentConfig, LineConfig, MaskConfig, TrackerConfig, ZoneConfig, user_state_dir
+from agent.config import AgentConfig, LineConfig, MaskConfig, MotionConfig, TrackerConfig, ZoneConfig, user_state_dir
 from agent.counting.geometry import Point, to_pixels
 from agent.counting.lines import Crossing, LineCounter
 from agent.counting.stationary import Footing, Motion, MotionMonitor
@@ -16,6 +16,7 @@ from agent.vision.detections import Detections
 from agent.vision.detector import Detector
 from agent.vision.masks import drop_masked
 from agent.vision.models import ModelSpec, default_model_dirs, resolve_model
+from agent.vision.motion import MotionGate, MotionSettings
 from agent.vision.source import Frame
 from agent.vision.tracker import ByteTracker, Track, TrackerSettings
 
@@ -72,8 +73,15 @@ def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings
 class TrafficPipeline:
     """Turns frames into counts. Counters are laid out on the first frame, when its size is known."""
 
-    def __init__(self, detector: Detector, rules: CountingRules, tracker: TrackerSettings | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        rules: CountingRules,
+        tracker: TrackerSettings | None = None,
+        gate: MotionGate | None = None,
+    ) -> None:
         self.detector = detector
+        self.gate = gate
         self.rules = rules
         self._tracker = ByteTracker(tracker)
         self._lines: list[LineCounter] = []
@@ -125,8 +133,12 @@ class TrafficPipeline:
             if self._size is not None:
                 logger.warning("frame size changed from %s to %dx%d; counters restart", self._size, width, height)
             self._layout(width, height)
-        detections = self.detector.detect(frame.image)
-        return self.process_detections(frame.index, frame.t, detections, mono=frame.mono)
+        if self.gate is None:
+            return self.process_detections(frame.index, frame.t, self.detector.detect(frame.image), mono=frame.mono)
+        detections = self.gate.detect(frame.image, frame.mono, self.detector.detect)
+        result = self.process_detections(frame.index, frame.t, detections, mono=frame.mono)
+        self.gate.observe(result.people)
+        return result
 
     def process_detections(
         self, index: int, t: float, detections: Detections, mono: float | None = None
@@ -175,6 +187,8 @@ class TrafficPipeline:
 
         Counting then starts afresh: a later frame (of this stream or another) meets no old track.
         """
+        if self.gate is not None:
+            logger.info("motion gate: %s", self.gate.stats.describe())
         ended = self._tracker.finish()
         result = self.count_tracks(-1, self._last_t, self._last_mono, (), ended)
         self._motion.clear()
@@ -186,6 +200,21 @@ class TrafficPipeline:
             for zone, frame in zip(self._zones, result.zones, strict=True)
         )
         return FrameResult(-1, self._last_t, 0, tuple(crossings), zones, self._last_mono)
+
+
+def motion_gate(config: MotionConfig) -> MotionGate | None:
+    """The configured motion gate, or None when it is off."""
+    if not config.enabled:
+        return None
+    settings = MotionSettings(
+        keepalive_s=config.keepalive_s,
+        width=config.width,
+        threshold=config.threshold,
+        min_area=config.min_area,
+        learning_rate=config.learning_rate,
+        settle_frames=config.settle_frames,
+    )
+    return MotionGate(settings)
 
 
 def build_detector(config: AgentConfig, model: str | None = None) -> Detector:
@@ -209,4 +238,5 @@ def build_pipeline(config: AgentConfig, model: str | None = None, detector: Dete
         stationary_s=config.counting.stationary_s,
         stationary_radius=config.counting.stationary_radius,
     )
-    return TrafficPipeline(detector, rules, tracker_settings(config.tracker, detector.spec))
+    tracker = tracker_settings(config.tracker, detector.spec)
+    return TrafficPipeline(detector, rules, tracker, motion_gate(config.motion))

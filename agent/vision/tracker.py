@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import linear_sum_assignment
 
+from agent.vision.assignment import linear_sum_assignment
 from agent.vision.detections import Detections
 from agent.vision.kalman import (
     STATE_SIZE,
