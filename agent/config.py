@@ -255,11 +255,11 @@ class CameraConfig(_Section):
     )
     lines: dict[str, LineConfig] = Field(
         default_factory=dict,
-        description="counting lines by name ([camera.lines.NAME]); crossings are counted in and out per line",
+        description="counting lines by name; crossings of each are counted in and out",
     )
     zones: dict[str, ZoneConfig] = Field(
         default_factory=dict,
-        description="zones by name ([camera.zones.NAME]): occupancy, visits and dwell per zone",
+        description="zones by name: occupancy, visits and dwell per zone",
     )
     masks: dict[str, MaskConfig] = Field(
         default_factory=dict,
