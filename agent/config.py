@@ -92,14 +92,15 @@ class DeviceConfig(_Section):
     id: str = Field(
         default="local",
         description=(
-            "this device's id (from provisioning): the last part of its MQTT topics and the client id by default; "
-            "1-64 letters, digits, '_', '.' or '-'"
+            "this device's id (from provisioning): its segment of the MQTT topics it publishes "
+            "(retail/v1/{tenant}/{store}/{id}/...) and its MQTT client id by default; 1-64 letters, digits, '_', "
+            "'.' or '-'"
         ),
     )
     tenant: str = Field(
-        default="local", description="the tenant (retailer) the device belongs to, the first part of its MQTT topics"
+        default="local", description="the tenant (retailer) the device belongs to, a segment of its MQTT topics"
     )
-    store: str = Field(default="local", description="the store the device is in, part of its MQTT topics")
+    store: str = Field(default="local", description="the store the device is in, a segment of its MQTT topics")
     state_dir: FilePath = Field(
         default=DEFAULT_STATE_DIR,
         description=(
@@ -356,8 +357,9 @@ class TrackerConfig(_Section):
         gt=0,
         lt=1,
         description=(
-            "detections scoring at least this are matched first, to every track; unset uses the model's "
-            "track_threshold from the manifest, where clearly visible people score. Must be above low_threshold"
+            "detections scoring at least this are matched first, to confirmed tracks seen or lost; unset uses "
+            "the model's track_threshold from the manifest, where clearly visible people score. Must be above "
+            "low_threshold"
         ),
     )
     new_track_threshold: float | None = Field(
@@ -389,8 +391,8 @@ class TrackerConfig(_Section):
         ge=1,
         le=100,
         description=(
-            "frames a new track must be matched in before it is confirmed; only confirmed tracks count, so a "
-            "detection flickering for a frame or two never becomes a person"
+            "consecutive frames a new track must be matched in before it is confirmed; only confirmed tracks "
+            "count, so a detection flickering for a frame or two never becomes a person"
         ),
     )
     max_lost_s: float = Field(
@@ -499,8 +501,9 @@ class StorageConfig(_Section):
         gt=0,
         le=3600,
         description=(
-            "seconds between writes of counted events and minute buckets to the database; one transaction every "
-            "10 s spares the SD card, at the cost of at most 10 s of counts lost on a power cut"
+            "seconds between writes of counted events and finished minute buckets to the database (and retries "
+            "after a storage error); few, larger transactions spare the storage, and a power cut loses at most this "
+            "much"
         ),
     )
 
@@ -512,7 +515,10 @@ class CouponsConfig(_Section):
         default=0,
         ge=0,
         le=65535,
-        description="this device's store number; a coupon issued for another store is refused",
+        description=(
+            "this device's store number; a coupon issued for another store is refused, one for store 0 is good "
+            "in every store"
+        ),
     )
     revoked: list[str] = Field(
         default_factory=list,
