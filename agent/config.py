@@ -89,10 +89,25 @@ class _Section(BaseModel):
 
 
 class DeviceConfig(_Section):
-    id: str = "local"
-    tenant: str = "local"
-    store: str = "local"
-    state_dir: FilePath = DEFAULT_STATE_DIR
+    id: str = Field(
+        default="local",
+        description=(
+            "this device's id (from provisioning): its segment of the MQTT topics it publishes "
+            "(retail/v1/{tenant}/{store}/{id}/...) and its MQTT client id by default; 1-64 letters, digits, '_', "
+            "'.' or '-'"
+        ),
+    )
+    tenant: str = Field(
+        default="local", description="the tenant (retailer) the device belongs to, a segment of its MQTT topics"
+    )
+    store: str = Field(default="local", description="the store the device is in, a segment of its MQTT topics")
+    state_dir: FilePath = Field(
+        default=DEFAULT_STATE_DIR,
+        description=(
+            "folder for the database and delivered models; relative to the config file's folder when relative. "
+            "The default is where the systemd unit's StateDirectory= puts it"
+        ),
+    )
 
     @field_validator("id", "tenant", "store")
     @classmethod
@@ -105,9 +120,18 @@ class DeviceConfig(_Section):
 class LineConfig(_Section):
     """A directed line A→B; ``in`` is a crossing from the left of A→B to its right, as seen on the image."""
 
-    a: XY
-    b: XY
-    net: bool = False
+    a: XY = Field(
+        description="start point A of the directed line, [x, y] in pixels or normalised to [0, 1] (floats ≤ 1)"
+    )
+    b: XY = Field(description="end point B of the line, as a; must differ from a")
+    net: bool = Field(
+        default=False,
+        description=(
+            "true: one track's crossings of this line cancel out and it counts at most once, by the sign of its net "
+            "crossings (a person who steps in and back out counts nothing); false counts every crossing, as a "
+            "door counter does"
+        ),
+    )
     band: float = Field(
         default=0.02,
         ge=0,
@@ -134,8 +158,14 @@ class LineConfig(_Section):
 
 
 class ZoneConfig(_Section):
-    polygon: list[XY] = Field(min_length=3)
-    queue: bool = False
+    polygon: list[XY] = Field(
+        min_length=3,
+        description="the zone's outline: at least 3 points [x, y], in pixels or normalised to [0, 1]",
+    )
+    queue: bool = Field(
+        default=False,
+        description="true: the zone's occupancy is also reported as queue length (queue_mean, queue_max)",
+    )
     min_box_area: float = Field(
         default=0.0,
         ge=0,
@@ -177,15 +207,61 @@ class MaskConfig(_Section):
 
 
 class CameraConfig(_Section):
-    source: Source = 0
-    target_fps: float = Field(default=10.0, gt=0, le=120)
-    queue_size: int = Field(default=2, ge=1, le=64)
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
-    start_timeout_s: float = Field(default=60.0, gt=0, le=3600)
-    """A camera that delivers no first frame within this time ends the agent with an error."""
-    realtime: bool = True
-    lines: dict[str, LineConfig] = Field(default_factory=dict)
-    zones: dict[str, ZoneConfig] = Field(default_factory=dict)
+    source: Source = Field(
+        default=0,
+        description=(
+            "the camera: a USB index (0 is the first camera), an rtsp(s):// or http(s):// URL, or a video file "
+            "(relative to the config file's folder; it must exist)"
+        ),
+    )
+    target_fps: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description=(
+            "frames per second processed; frames beyond it are skipped. 10 fps sees a walker about every 8 % of "
+            "their height, enough for the line band and holds, at a cost a small CPU sustains"
+        ),
+    )
+    queue_size: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description=(
+            "frames waiting for inference; when full the oldest is dropped (and counted), so a slow detector "
+            "never delays capture. 2 keeps latency at most two frames"
+        ),
+    )
+    reconnect_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="seconds: the cap of the exponential backoff between attempts to reopen a lost camera",
+    )
+    start_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "seconds: a camera that delivers no first frame within this time ends the agent with an error, so "
+            "systemd restarts it; a network camera may take tens of seconds to boot"
+        ),
+    )
+    realtime: bool = Field(
+        default=True,
+        description=(
+            "for a video file source: true reads it at its own frame rate, as a camera would deliver it; false "
+            "reads it as fast as frames are processed (counting a recording)"
+        ),
+    )
+    lines: dict[str, LineConfig] = Field(
+        default_factory=dict,
+        description="counting lines by name; crossings of each are counted in and out",
+    )
+    zones: dict[str, ZoneConfig] = Field(
+        default_factory=dict,
+        description="zones by name: occupancy, visits and dwell per zone",
+    )
     masks: dict[str, MaskConfig] = Field(
         default_factory=dict,
         description="exclusion masks by name: polygons in which detections are dropped before tracking",
@@ -201,11 +277,39 @@ class CameraConfig(_Section):
 
 
 class DetectorConfig(_Section):
-    model: str = "ssdlite-pedestrian"
-    family: Literal["ssd", "yolox"] | None = None
-    threads: int = Field(default=1, ge=1, le=16)
-    score_threshold: float | None = Field(default=None, gt=0, lt=1)
-    tiles: Annotated[Literal[1, 2], BeforeValidator(_not_bool)] = 1
+    model: str = Field(
+        default="ssdlite-pedestrian",
+        description=(
+            "a model name from models/manifest.toml or a path to an ONNX file; the default ships with the agent "
+            "and works offline, YOLOX-Nano is more accurate in crowds"
+        ),
+    )
+    family: Literal["ssd", "yolox"] | None = Field(
+        default=None,
+        description="how to decode the model's output; needed only for an ONNX file not in the manifest",
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="ONNX Runtime threads for inference; 1 leaves the other cores to capture, scanning and sync",
+    )
+    score_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "least detection score kept; unset uses the model's from the manifest, low enough for the tracker's "
+            "second stage to continue tracks through occlusion"
+        ),
+    )
+    tiles: Annotated[Literal[1, 2], BeforeValidator(_not_bool)] = Field(
+        default=1,
+        description=(
+            "2 runs an SSD model on a 2x2 grid of overlapping tiles, finding smaller people at four times the "
+            "cost; 1 runs it once on the whole frame. SSD models only"
+        ),
+    )
 
 
 class MotionConfig(_Section):
@@ -239,12 +343,58 @@ class MotionConfig(_Section):
 class TrackerConfig(_Section):
     """Tracker settings; the score thresholds default to the model's (see models/manifest.toml)."""
 
-    low_threshold: float = Field(default=0.1, gt=0, lt=1)
-    high_threshold: float | None = Field(default=None, gt=0, lt=1)
-    new_track_threshold: float | None = Field(default=None, gt=0, lt=1)
-    match_iou: float = Field(default=0.2, gt=0, lt=1)
-    low_match_iou: float = Field(default=0.5, gt=0, lt=1)
-    confirm_hits: int = Field(default=3, ge=1, le=100)
+    low_threshold: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description=(
+            "detections scoring below this are ignored; those between it and high_threshold may only continue "
+            "an existing track (a person half hidden scores low), never start one"
+        ),
+    )
+    high_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "detections scoring at least this are matched first, to confirmed tracks seen or lost; unset uses "
+            "the model's track_threshold from the manifest, where clearly visible people score. Must be above "
+            "low_threshold"
+        ),
+    )
+    new_track_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "least score of an unmatched detection to start a new track; unset uses the model's from the "
+            "manifest, a little above high_threshold so that a doubtful box does not create a person"
+        ),
+    )
+    match_iou: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description=(
+            "least overlap (intersection over union) between a track's predicted box and a high-score detection "
+            "for them to match; low, because at 10 fps a walker's box moves a good part of its width per frame"
+        ),
+    )
+    low_match_iou: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="the same for low-score detections; stricter, as they are less certain to be the same person",
+    )
+    confirm_hits: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "consecutive frames a new track must be matched in before it is confirmed; only confirmed tracks "
+            "count, so a detection flickering for a frame or two never becomes a person"
+        ),
+    )
     max_lost_s: float = Field(
         default=3.0,
         ge=0,
@@ -329,7 +479,9 @@ class CountingConfig(_Section):
 
 
 class StorageConfig(_Section):
-    database: FilePath = Path("agent.db")
+    database: FilePath = Field(
+        default=Path("agent.db"), description="the SQLite database file; relative paths are inside device.state_dir"
+    )
     events_days: int = Field(default=7, ge=1, le=366, description="raw line and zone events are deleted after this")
     buckets_days: int = Field(default=56, ge=1, le=3660, description="minute buckets are deleted after this")
     redemptions_days: int = Field(
@@ -344,18 +496,59 @@ class StorageConfig(_Section):
     consultations_days: int = Field(
         default=90, ge=1, le=3660, description="consultations logged in the console are deleted after this many days"
     )
-    flush_s: float = Field(default=10.0, gt=0, le=3600)
+    flush_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "seconds between writes of counted events and finished minute buckets to the database (and retries "
+            "after a storage error); few, larger transactions spare the storage, and a power cut loses at most this "
+            "much"
+        ),
+    )
 
 
 class CouponsConfig(_Section):
     """Offline coupon verification: this device's store, issuer keys by key id, revoked serials."""
 
-    store: int = Field(default=0, ge=0, le=65535)
-    revoked: list[str] = Field(default_factory=list)
-    issuer_keys: dict[str, str] = Field(default_factory=dict)
-    scan_source: Source | None = None
-    scan_fps: float = Field(default=5.0, gt=0, le=60)
-    confirm_frames: int = Field(default=2, ge=1, le=30)
+    store: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "this device's store number; a coupon issued for another store is refused, one for store 0 is good "
+            "in every store"
+        ),
+    )
+    revoked: list[str] = Field(
+        default_factory=list,
+        description="serials (32 hex digits) of coupons refused as revoked, besides those revoked at the desk",
+    )
+    issuer_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'issuer public keys by key id ("0" to "255"): raw 32-byte Ed25519 keys in standard base64; a '
+            "coupon signed by a key not listed is refused as from an unknown issuer"
+        ),
+    )
+    scan_source: Source | None = Field(
+        default=None,
+        description=(
+            "camera read for coupon QR codes: USB index, stream URL or file, as camera.source; unset: no scanning"
+        ),
+    )
+    scan_fps: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="frames per second searched for QR codes; 5 answers within a fraction of a second on a small CPU",
+    )
+    confirm_frames: int = Field(
+        default=2,
+        ge=1,
+        le=30,
+        description="frames a code must be read in before it is acted on, so a half-read code in motion is not",
+    )
 
     @field_validator("revoked")
     @classmethod
@@ -390,19 +583,52 @@ class CouponsConfig(_Section):
 class MqttConfig(_Section):
     """The broker connection; without an ``[mqtt]`` section everything stays in the outbox."""
 
-    host: str = Field(min_length=1)
-    port: int = Field(default=8883, ge=1, le=65535)
-    protocol: Literal["5", "3.1.1"] = "5"
-    client_id: str | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    tls: bool = True
-    ca_file: FilePath | None = None
-    cert_file: FilePath | None = None
-    key_file: FilePath | None = None
-    username: str | None = None
-    password_file: FilePath | None = None
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=60)
-    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+    host: str = Field(min_length=1, description="the broker's host name or address")
+    port: int = Field(default=8883, ge=1, le=65535, description="the broker's port; 8883 is MQTT over TLS")
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT protocol version; 3.1.1 for a broker without MQTT 5"
+    )
+    client_id: str | None = Field(
+        default=None, description="the MQTT client id; unset uses device.id, which the broker's ACL expects"
+    )
+    keepalive_s: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="seconds between keep-alive pings; the broker sends the will (offline) after 1.5 times this",
+    )
+    tls: bool = Field(default=True, description="connect over TLS; false only on a trusted local network or a test")
+    ca_file: FilePath | None = Field(
+        default=None,
+        description=(
+            "CA certificate that signed the broker's certificate; unset trusts the system's CAs. Relative to "
+            "$CREDENTIALS_DIRECTORY under systemd, else to the config file's folder"
+        ),
+    )
+    cert_file: FilePath | None = Field(
+        default=None,
+        description="this device's client certificate (its CN is the device id, mapped to the ACL); needs key_file",
+    )
+    key_file: FilePath | None = Field(default=None, description="the private key of cert_file; resolved like ca_file")
+    username: str | None = Field(
+        default=None, description="user name, for a broker that authenticates by password instead of certificate"
+    )
+    password_file: FilePath | None = Field(
+        default=None,
+        description="file holding the password for username (kept out of the config); resolved like ca_file",
+    )
+    reconnect_min_s: float = Field(
+        default=1.0, gt=0, le=60, description="seconds: first wait before reconnecting to a lost broker"
+    )
+    reconnect_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "seconds: the reconnect wait doubles up to this; a minute bounds both the delay after an outage "
+            "and the load a fleet puts on a broker coming back"
+        ),
+    )
 
     @field_validator("reconnect_max_s")
     @classmethod
@@ -429,10 +655,34 @@ class MqttConfig(_Section):
 class SyncConfig(_Section):
     """Aggregation and delivery: what leaves the device, how coarse, how often."""
 
-    window_minutes: Annotated[Literal[5, 10, 15, 30, 60], BeforeValidator(_not_bool)] = 15
-    grace_minutes: int = Field(default=5, ge=0, le=120)
-    epsilon_per_day: float = Field(default=1.0, gt=0, le=10)
-    contribution_cap: int = Field(default=1, ge=1, le=100)
+    window_minutes: Annotated[Literal[5, 10, 15, 30, 60], BeforeValidator(_not_bool)] = Field(
+        default=15,
+        description=(
+            "length of the aggregation windows, on a fixed UTC grid; coarser windows reveal less about when "
+            "any one person came"
+        ),
+    )
+    grace_minutes: int = Field(
+        default=5,
+        ge=0,
+        le=120,
+        description="minutes late data is waited for after a window ends before it is closed and sent",
+    )
+    epsilon_per_day: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description=(
+            "privacy budget of coupon counts per store-day: each cell gets discrete Laplace noise of scale "
+            "contribution_cap / epsilon_per_day. Smaller is more private and noisier"
+        ),
+    )
+    contribution_cap: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="redemptions (and consultations) one person may add to a store-day's counts, at most",
+    )
     consultation_reports: bool = Field(
         default=True,
         description="report consultations as noised counts per (category, outcome) cell in every window",
@@ -443,10 +693,22 @@ class SyncConfig(_Section):
         le=10,
         description="the privacy budget of consultation counts per store-day, apart from the coupons' budget",
     )
-    display_threshold: int = Field(default=11, ge=1, le=1000)
-    """Aggregate counts below this are shown as "<N" (see ``agent.contract.display.display_count``)."""
-    health_interval_s: float = Field(default=60.0, ge=5, le=3600)
-    batch_size: int = Field(default=100, ge=1, le=10_000)
+    display_threshold: int = Field(
+        default=11,
+        ge=1,
+        le=1000,
+        description='aggregate counts below this are shown as "<N" (demo summary, console), so a small count '
+        "does not point at a few people",
+    )
+    health_interval_s: float = Field(
+        default=60.0, ge=5, le=3600, description="seconds between health reports while connected to the broker"
+    )
+    batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="outbox messages published and awaiting the broker's acknowledgement at once",
+    )
     outbox_retention_days: int = Field(
         default=7, ge=1, le=366, description="delivered outbox rows are deleted after this many days"
     )
@@ -457,19 +719,54 @@ class SyncConfig(_Section):
         description="undelivered outbox rows: an error from 80% of this; past it the oldest health reports,"
         " then traffic and coupon aggregates are dropped (never settlement records)",
     )
-    coupon_offers: Annotated[list[tuple[int, int]], BeforeValidator(_pairs)] = Field(default_factory=list)
-    """(campaign, offer) cells reported in every coupon window, decided in advance."""
+    coupon_offers: Annotated[list[tuple[int, int]], BeforeValidator(_pairs)] = Field(
+        default_factory=list,
+        description=(
+            "[campaign, offer] cells reported in every coupon window, zero or not, decided in advance so that no "
+            "cell exists because somebody redeemed"
+        ),
+    )
 
 
 class RuntimeConfig(_Section):
     """Supervision: how often components may fail, how long a required one may be down, status rate."""
 
-    max_restarts: int = Field(default=5, ge=0, le=1000)
-    restart_window_s: float = Field(default=600.0, gt=0, le=86_400)
-    restart_backoff_s: float = Field(default=1.0, ge=0, le=600)
-    restart_backoff_max_s: float = Field(default=30.0, ge=0, le=3600)
-    max_down_s: float = Field(default=60.0, gt=0, le=3600)
-    status_interval_s: float = Field(default=5.0, ge=0.5, le=300)
+    max_restarts: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description=(
+            "failures of a required component within restart_window_s before the agent gives up and exits 1, "
+            "leaving systemd to restart it whole"
+        ),
+    )
+    restart_window_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="seconds over which max_restarts is counted"
+    )
+    restart_backoff_s: float = Field(
+        default=1.0, ge=0, le=600, description="seconds before the first restart of a failed component; doubles"
+    )
+    restart_backoff_max_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="seconds: the cap of the doubling restart delay; not below restart_backoff_s",
+    )
+    max_down_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="seconds a required component may be down before the systemd watchdog is withheld",
+    )
+    status_interval_s: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=300,
+        description=(
+            "seconds between status rows (read by `retail-agent status` and the console); the agent counts as "
+            "running while its row is fresher than three intervals"
+        ),
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RuntimeConfig:
@@ -481,10 +778,27 @@ class RuntimeConfig(_Section):
 class ConsoleConfig(_Section):
     """The staff console: when an idle session locks, how sign-in failures lock it, how often it refreshes."""
 
-    idle_lock_s: float = Field(default=120.0, ge=10, le=86_400)
-    max_failed_sign_ins: int = Field(default=5, ge=1, le=100)
-    lockout_s: float = Field(default=300.0, ge=10, le=86_400)
-    refresh_s: float = Field(default=2.0, ge=0.5, le=600)
+    idle_lock_s: float = Field(
+        default=120.0,
+        ge=10,
+        le=86_400,
+        description="seconds without a key after which the console signs the clerk out",
+    )
+    max_failed_sign_ins: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="refused sign-ins in a row that lock the console (also across restarts), against PIN guessing",
+    )
+    lockout_s: float = Field(
+        default=300.0, ge=10, le=86_400, description="seconds the console stays locked after max_failed_sign_ins"
+    )
+    refresh_s: float = Field(
+        default=2.0,
+        ge=0.5,
+        le=600,
+        description="seconds between reads of the Today and Device screens and the status line",
+    )
     consultation_categories: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CONSULTATION_CATEGORIES),
         min_length=1,
@@ -570,24 +884,53 @@ class FleetConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="the least severity logged (to the journal under systemd)"
+    )
 
 
 class AgentConfig(_Section):
-    device: DeviceConfig = Field(default_factory=DeviceConfig)
-    camera: CameraConfig = Field(default_factory=CameraConfig)
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    motion: MotionConfig = Field(default_factory=MotionConfig)
-    counting: CountingConfig = Field(default_factory=CountingConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    coupons: CouponsConfig = Field(default_factory=CouponsConfig)
-    mqtt: MqttConfig | None = None
-    fleet: FleetConfig | None = None
-    sync: SyncConfig = Field(default_factory=SyncConfig)
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    device: DeviceConfig = Field(
+        default_factory=DeviceConfig, description="who this device is and where it keeps its state"
+    )
+    camera: CameraConfig = Field(
+        default_factory=CameraConfig, description="the counting camera, its lines, zones and exclusion masks"
+    )
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="the person detection model")
+    tracker: TrackerConfig = Field(
+        default_factory=TrackerConfig, description="how detections are linked into tracks from frame to frame"
+    )
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig,
+        description=(
+            "motion-gated inference: the detector runs on frames with motion and while someone is in view, and "
+            "otherwise only at a keep-alive rate, saving CPU on an empty scene"
+        ),
+    )
+    counting: CountingConfig = Field(
+        default_factory=CountingConfig, description="the rules that turn tracks into crossings and zone visits"
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="the database and how long each kind of row is kept"
+    )
+    coupons: CouponsConfig = Field(
+        default_factory=CouponsConfig, description="offline coupon verification and QR scanning"
+    )
+    mqtt: MqttConfig | None = Field(
+        default=None,
+        description="the broker connection; without this section nothing is sent and everything waits in the outbox",
+    )
+    fleet: FleetConfig | None = Field(
+        default=None, description="signed fleet commands (model and config updates); needs [mqtt]"
+    )
+    sync: SyncConfig = Field(
+        default_factory=SyncConfig, description="aggregation and anonymisation of what leaves the device"
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig, description="supervision of the agent's components and its status heartbeat"
+    )
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="the staff console")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="the agent's log")
 
     @property
     def database_path(self) -> Path:
