@@ -325,6 +325,16 @@ class CouponsConfig(_Section):
     scan_source: Source | None = None
     scan_fps: float = Field(default=5.0, gt=0, le=60)
     confirm_frames: int = Field(default=2, ge=1, le=30)
+    deblur_budget_ms: float = Field(
+        default=30.0,
+        ge=0,
+        le=1000,
+        description=(
+            "per scanned frame, the milliseconds in which the scanner may start restoring a "
+            "motion-blurred code (Wiener deconvolution) after plain decoding failed; one restoration "
+            "(a few ms) may overrun it; 0 turns deblurring off"
+        ),
+    )
 
     @field_validator("revoked")
     @classmethod

@@ -147,7 +147,7 @@ class _Pose:
         return _Pose(
             width=width,
             height=height,
-            module_px=float(rng.uniform(4.0, 8.0)) * (height / 480) ** 0.5,
+            module_px=float(rng.uniform(3.5, 6.5)) * (height / 480) ** 0.5,
             angle=float(rng.uniform(-180, 180)),
             tilt=float(rng.uniform(15, 40)) if perspective else float(rng.uniform(0, 8)),
             tilt_axis=float(rng.uniform(0, 2 * math.pi)),
@@ -211,8 +211,18 @@ def _render(index: int, text: str, category: str, rng: np.random.Generator, pose
 def _recentre(
     homography: np.ndarray, code_box: tuple[float, float, float, float], centre: tuple[float, float], w: int, h: int
 ) -> np.ndarray:
-    """The homography shifted so that the code's centre lands at ``centre`` (fractions of the frame)."""
+    """The homography shifted so that the code's centre lands near ``centre`` (fractions of the
+    frame), moved as little as needed to keep the whole code and its smear inside the frame."""
     bx, by, bw, bh = code_box
-    middle = cv2.perspectiveTransform(np.array([[[bx + bw / 2, by + bh / 2]]], np.float32), homography)[0, 0]
-    shift = np.array([[1, 0, centre[0] * w - middle[0]], [0, 1, centre[1] * h - middle[1]], [0, 0, 1]])
+    points = np.array(
+        [[[bx + bw / 2, by + bh / 2]], [[bx, by]], [[bx + bw, by]], [[bx + bw, by + bh]], [[bx, by + bh]]]
+    )
+    placed = cv2.perspectiveTransform(points.astype(np.float32), homography)[:, 0]
+    middle, corners = placed[0], placed[1:]
+    dx, dy = centre[0] * w - middle[0], centre[1] * h - middle[1]
+    margin = BLUR_PX[1] / 2 + 2
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    dx = float(np.clip(dx, margin - low[0], w - margin - high[0]))
+    dy = float(np.clip(dy, margin - low[1], h - margin - high[1]))
+    shift = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]])
     return shift @ homography
