@@ -335,6 +335,15 @@ class CouponsConfig(_Section):
             "(a few ms) may overrun it; 0 turns deblurring off"
         ),
     )
+    deblur_every: int = Field(
+        default=2,
+        ge=1,
+        le=30,
+        description=(
+            "the live scanner restores one frame in this many unread ones, the sharpest of them "
+            "(1: every unread frame; higher bounds the CPU a long blurred showing costs)"
+        ),
+    )
 
     @field_validator("revoked")
     @classmethod

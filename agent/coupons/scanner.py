@@ -40,6 +40,7 @@ import zxingcpp
 
 from agent.coupons import deblur
 from agent.coupons.images import load_image
+from agent.coupons.live import SharpestPick
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,10 @@ class QrScanner:
         self.enlarge = Enlarge(enlarge)
         self.deblur_budget_ms = deblur_budget_ms
 
-    def scan(self, image: np.ndarray) -> ScanResult:
-        """Decode the QR codes in a frame; raise ValueError for an array that is not a frame."""
+    def scan(self, image: np.ndarray, *, deblur: bool = True) -> ScanResult:
+        """Decode the QR codes in a frame; raise ValueError for an array that is not a frame.
+
+        ``deblur=False`` skips the deblur pass (a live scanner spends it on chosen frames only)."""
         started = time.perf_counter()
         gray = to_gray(image)
         attempts = ["plain"]
@@ -109,10 +112,17 @@ class QrScanner:
                 attempts.append("enlarge")
                 enlarged = cv2.resize(sharpened, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
                 codes, _ = _read(enlarged)
-        if not codes and self.deblur_budget_ms > 0:
+        if not codes and deblur and self.deblur_budget_ms > 0:
             codes = self._deblur(gray, located, attempts)
         ms = (time.perf_counter() - started) * 1000
         return ScanResult(codes, ms, tuple(attempts))
+
+    def restore(self, image: np.ndarray) -> ScanResult:
+        """Only the deblur pass, on a frame whose plain passes read nothing."""
+        started = time.perf_counter()
+        attempts: list[str] = []
+        codes = self._deblur(to_gray(image), False, attempts) if self.deblur_budget_ms > 0 else ()
+        return ScanResult(codes, (time.perf_counter() - started) * 1000, tuple(attempts))
 
     def _deblur(self, gray: np.ndarray, located: bool, attempts: list[str]) -> tuple[str, ...]:
         """Read restored crops of the code-like region until one decodes or the budget is spent."""
@@ -133,6 +143,27 @@ class QrScanner:
 
     def _within_budget(self, started: float) -> bool:
         return self.budget_ms is None or (time.perf_counter() - started) * 1000 < self.budget_ms
+
+
+class LiveReader:
+    """Reads the frames of a live scanner: the cheap passes on every frame, the deblur pass only on
+    the sharpest of each ``deblur_every`` frames that read nothing (see live.SharpestPick)."""
+
+    def __init__(self, scanner: QrScanner, deblur_every: int = 2) -> None:
+        self.scanner = scanner
+        self._pick: SharpestPick[np.ndarray] = SharpestPick(deblur_every)
+
+    def read(self, image: np.ndarray) -> list[str]:
+        """The texts read in this frame, or restored from the sharpest recent unread one."""
+        codes = list(self.scanner.scan(image, deblur=False).codes)
+        if codes:
+            self._pick.reset()
+        elif self.scanner.deblur_budget_ms > 0:
+            gray = to_gray(image)
+            chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
+            if chosen is not None:
+                codes = list(self.scanner.restore(chosen).codes)
+        return codes
 
 
 _DEFAULT = QrScanner()

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.coupons import deblur
-from agent.coupons.scanner import QrScanner
+from agent.coupons.scanner import LiveReader, QrScanner
 from agent.coupons.token import Coupon, VerifyResult, issue_token, verify_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -131,3 +131,14 @@ def test_the_motion_set_is_the_same_for_the_same_seed_and_signed() -> None:
     assert qr_motionset.BLUR_PX[0] <= first.blur_px <= qr_motionset.BLUR_PX[1]
     keys = {qr_motionset.ISSUER_KEY_ID: qr_motionset.issuer_public()}
     assert verify_token(first.text, keys, store=0, revoked=(), now=qr_motionset.NOW).result is VerifyResult.VALID
+
+
+def test_a_live_reader_restores_the_sharper_of_two_unread_frames() -> None:
+    token = _token()
+    frames = [_smeared(token, deblur.Blur(length=70.0, angle=35.0)), _smeared(token)]
+    assert QrScanner(deblur_budget_ms=1000).restore(frames[0]).codes == ()  # too smeared to restore
+    reader = LiveReader(QrScanner(deblur_budget_ms=1000), deblur_every=2)
+    assert reader.read(frames[0]) == []  # the window is not full yet: nothing restored
+    assert reader.read(frames[1]) == [token]  # the 26 px smear is the sharper one
+    plain = LiveReader(QrScanner(deblur_budget_ms=0), deblur_every=2)
+    assert [plain.read(frame) for frame in frames] == [[], []]
