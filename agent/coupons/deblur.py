@@ -10,7 +10,8 @@ cheapest and most likely first:
    blurred code keeps more contrast than most of a counter scene), or one given by the caller.
 2. The blur's length and angle: the deepest minima of the crop's cepstrum between MIN_BLUR_PX and
    MAX_BLUR_PX from the origin.
-3. Wiener deconvolution of the crop (edges tapered against ringing) with a line kernel of that
+3. Wiener deconvolution of the crop, with the sharp scene around the code's patch faded out and
+   the edges tapered (both against ringing), with a line kernel of that
    length and angle, at a small and a larger noise-to-signal ratio.
 
 Pure numpy/OpenCV; each candidate costs a few milliseconds on a 256-384 px crop. The caller keeps
@@ -74,9 +75,7 @@ def code_region(gray: np.ndarray) -> tuple[int, int, int, float]:
     side = _crop_side(min(height, width))
     scale = 4
     small = cv2.resize(gray, (width // scale, height // scale), interpolation=cv2.INTER_AREA)
-    gx = cv2.Sobel(small, cv2.CV_16S, 1, 0)
-    gy = cv2.Sobel(small, cv2.CV_16S, 0, 1)
-    edges = ((np.abs(gx) + np.abs(gy)) > _EDGE_LEVEL).astype(np.float32)
+    edges = _edges(small)
     window = max(3, side // scale // 2 | 1)
     density = cv2.blur(edges, (window, window))
     _, best, _, (cx, cy) = cv2.minMaxLoc(density)
@@ -179,7 +178,37 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     if blurs and 2 * blurs[0].length <= MAX_BLUR_PX:  # the cepstrum also dips at half the length
         blurs.append(Blur(2 * blurs[0].length, blurs[0].angle, blurs[0].depth))
     for blur in blurs:
-        yield from wiener(crop, line_kernel(Blur(blur.length + LENGTH_BIAS_PX, blur.angle, blur.depth)))
+        yield from wiener(isolate(crop, blur), line_kernel(Blur(blur.length + LENGTH_BIAS_PX, blur.angle, blur.depth)))
+
+
+def isolate(crop: np.ndarray, blur: Blur) -> np.ndarray:
+    """The crop with everything but its largest edge-dense patch (the code and its smear) faded to
+    that patch's mean: the sharp counter around a moving code is not blurred, and deconvolving it
+    rings across the code."""
+    height, width = crop.shape
+    small = cv2.resize(crop, (width // 4, height // 4), interpolation=cv2.INTER_AREA)
+    density = cv2.blur(_edges(small), (9, 9))
+    dense = (density > 0.5 * float(density.max())).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(dense)
+    if count > 1:
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        dense = (labels == largest).astype(np.uint8)
+    reach = int(blur.length / 4) + 3
+    grown = cv2.dilate(dense, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+    weight = cv2.resize(grown.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    weight = cv2.GaussianBlur(weight, (0, 0), max(blur.length / 2, 1.0))
+    data = crop.astype(np.float32)
+    fill = float((data * weight).sum() / max(float(weight.sum()), 1.0))
+    result: np.ndarray = weight * data + (1 - weight) * fill
+    return result
+
+
+def _edges(small: np.ndarray) -> np.ndarray:
+    """1.0 where the Sobel response of a reduced gray image exceeds _EDGE_LEVEL, else 0.0."""
+    gx = cv2.Sobel(small, cv2.CV_16S, 1, 0)
+    gy = cv2.Sobel(small, cv2.CV_16S, 0, 1)
+    edges: np.ndarray = ((np.abs(gx) + np.abs(gy)) > _EDGE_LEVEL).astype(np.float32)
+    return edges
 
 
 def _crop_side(shortest: int) -> int:

@@ -107,6 +107,14 @@ def main() -> int:
     print(f"{'':22} {'':6} " + " ".join(cells))
 
     print()
+    restore_ms = sorted(agent.restore(sample.image).ms for sample in samples)
+    print()
+    print(
+        f"deblur pass alone (QrScanner.restore, budget {agent.deblur_budget_ms:.0f} ms) on {len(samples)} frames: "
+        f"median {statistics.median(restore_ms):.1f} ms, p90 {restore_ms[int(0.9 * len(restore_ms))]:.1f}, "
+        f"p99 {restore_ms[min(len(restore_ms) - 1, int(0.99 * len(restore_ms)))]:.1f}, worst {restore_ms[-1]:.1f}"
+    )
+
     live_readers: dict[str, Callable[[], Reader]] = {
         **{name: (lambda reader=reader: reader) for name, reader in readers.items()},
         "live, sharpest of 2": lambda: LiveReader(QrScanner(), deblur_every=2).read,
@@ -121,6 +129,7 @@ def main() -> int:
             timings = [timed(reader, frame.image) for frame in showing]
             reads[name].append([frame.text in texts for frame, (texts, _) in zip(showing, timings, strict=True)])
             frame_ms[name].extend(ms for _, ms in timings)
+    print()
     print(f"{'1-s showings':22} {len(showings):6d} " + " ".join(f"{name:>24}" for name in live_readers))
     for label, judge in (
         ("read in any frame", any),
