@@ -147,22 +147,34 @@ class QrScanner:
 
 class LiveReader:
     """Reads the frames of a live scanner: the cheap passes on every frame, the deblur pass only on
-    the sharpest of each ``deblur_every`` frames that read nothing (see live.SharpestPick)."""
+    the sharpest of each ``deblur_every`` frames that read nothing (see live.SharpestPick).
+
+    Once a code was read, the next ``deblur_every`` unread frames are each restored at once: a
+    code in view is confirmed over consecutive frames, and a blurred showing would otherwise give
+    only scattered reads. The extra cost is spent only while a code is in view.
+    """
 
     def __init__(self, scanner: QrScanner, deblur_every: int = 2) -> None:
         self.scanner = scanner
+        self.deblur_every = deblur_every
         self._pick: SharpestPick[np.ndarray] = SharpestPick(deblur_every)
+        self._follow = 0  # unread frames still to restore at once after a read
 
     def read(self, image: np.ndarray) -> list[str]:
         """The texts read in this frame, or restored from the sharpest recent unread one."""
         codes = list(self.scanner.scan(image, deblur=False).codes)
+        if not codes and self.scanner.deblur_budget_ms > 0:
+            gray = to_gray(image)
+            if self._follow > 0:
+                self._follow -= 1
+                codes = list(self.scanner.restore(gray).codes)
+            else:
+                chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
+                if chosen is not None:
+                    codes = list(self.scanner.restore(chosen).codes)
         if codes:
             self._pick.reset()
-        elif self.scanner.deblur_budget_ms > 0:
-            gray = to_gray(image)
-            chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
-            if chosen is not None:
-                codes = list(self.scanner.restore(chosen).codes)
+            self._follow = self.deblur_every
         return codes
 
 

@@ -140,5 +140,6 @@ def test_a_live_reader_restores_the_sharper_of_two_unread_frames() -> None:
     reader = LiveReader(QrScanner(deblur_budget_ms=1000), deblur_every=2)
     assert reader.read(frames[0]) == []  # the window is not full yet: nothing restored
     assert reader.read(frames[1]) == [token]  # the 26 px smear is the sharper one
+    assert reader.read(frames[1]) == [token]  # after a read, the next unread frame is restored at once
     plain = LiveReader(QrScanner(deblur_budget_ms=0), deblur_every=2)
     assert [plain.read(frame) for frame in frames] == [[], []]
