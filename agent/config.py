@@ -549,6 +549,25 @@ class CouponsConfig(_Section):
         le=30,
         description="frames a code must be read in before it is acted on, so a half-read code in motion is not",
     )
+    deblur_budget_ms: float = Field(
+        default=30.0,
+        ge=0,
+        le=1000,
+        description=(
+            "per scanned frame, the milliseconds in which the scanner may start restoring a "
+            "motion-blurred code (Wiener deconvolution) after plain decoding failed; one restoration "
+            "(up to about 30 ms on a small CPU) may overrun it; 0 turns deblurring off"
+        ),
+    )
+    deblur_every: int = Field(
+        default=2,
+        ge=1,
+        le=30,
+        description=(
+            "the live scanner restores one frame in this many unread ones, the sharpest of them "
+            "(1: every unread frame; higher bounds the CPU a long blurred showing costs)"
+        ),
+    )
 
     @field_validator("revoked")
     @classmethod

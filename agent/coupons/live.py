@@ -21,8 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
+
+FrameT = TypeVar("FrameT")
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,37 @@ class LiveScanner:
         gone = [code for code, seen in self._codes.items() if t - seen.last_seen > self.forget_after_s]
         for code in gone:
             del self._codes[code]
+
+
+class SharpestPick(Generic[FrameT]):
+    """Chooses which unread frames get the costly deblur pass: the sharpest of each ``window``.
+
+    A coupon shown on a moving phone is smeared more in some frames than in others (the hand
+    slows, turns back). Restoring one frame in ``window`` bounds the scanner's cost; choosing the
+    sharpest of them gives the restoration its best chance. ``offer`` is called for each frame in
+    which nothing was read and returns the frame to restore once ``window`` were offered; a frame
+    that read a code calls ``reset``.
+    """
+
+    def __init__(self, window: int = 2) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self.window = window
+        self._best: tuple[float, FrameT] | None = None
+        self._offered = 0
+
+    def offer(self, sharpness: float, frame: FrameT) -> FrameT | None:
+        """Record an unread frame and its sharpness; return the sharpest once the window is full."""
+        self._offered += 1
+        if self._best is None or sharpness > self._best[0]:
+            self._best = (sharpness, frame)
+        if self._offered < self.window:
+            return None
+        chosen = self._best[1]
+        self.reset()
+        return chosen
+
+    def reset(self) -> None:
+        """Start a new window (a code was read, or the source changed)."""
+        self._best = None
+        self._offered = 0

@@ -10,7 +10,13 @@ nothing, the scanner retries while the frame's time budget lasts, cheapest first
    this cuts the time per frame about 2.5x for about 1 % fewer single-frame reads
    (``Enlarge.ALWAYS`` keeps them).
 
-Both retries were kept because they raised the decode rate on the degraded test set for the time
+3. ``deblur``: only when a symbol was located or the frame holds a code-like patch (dense edges,
+   see agent/coupons/deblur.py): the patch's linear motion blur is measured from its cepstrum and
+   undone by Wiener deconvolution, each restored crop read in turn, within its own time budget
+   ``deblur_budget_ms`` (0 turns it off). A coupon on a phone moved while shown is smeared 15-40 px,
+   far beyond what sharpening restores.
+
+The first two retries were kept because they raised the decode rate on the degraded test set for the time
 they cost (tests/benchmarks/bench_scanner.py measures it). Tried and dropped: re-reading an
 enlarged crop around the symbols located but not decoded (it read nothing the enlarge pass
 missed), CLAHE (read a few low-contrast frames that sharpening already reads), the
@@ -32,12 +38,18 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from agent.coupons import deblur
 from agent.coupons.images import load_image
+from agent.coupons.live import SharpestPick
 
 logger = logging.getLogger(__name__)
 
 QR_FORMATS = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
 DEFAULT_BUDGET_MS = 40.0
+DEFAULT_DEBLUR_BUDGET_MS = 30.0
+"""Time the deblur pass may start new restorations in; one restoration (2-8 ms) may overrun it."""
+DEBLUR_MIN_EDGE_DENSITY = 0.5
+"""Fraction of edge pixels in the densest window from which a frame is worth deblurring."""
 ZXING_MAX_SIDE = 65535
 """zxing-cpp refuses wider or taller images."""
 
@@ -66,15 +78,26 @@ class QrScanner:
     """Reads QR codes from BGR or gray uint8 frames, retrying within a time budget per frame.
 
     A retry starts only while the time spent on the frame is below ``budget_ms`` (None: always
-    run every pass). ``enlarge`` says when to run the last, costliest pass.
+    run every pass). ``enlarge`` says when to run the enlarge pass. The deblur pass then starts
+    restorations while its own time is below ``deblur_budget_ms`` (0: never deblur).
     """
 
-    def __init__(self, budget_ms: float | None = DEFAULT_BUDGET_MS, enlarge: Enlarge = Enlarge.LOCATED) -> None:
+    def __init__(
+        self,
+        budget_ms: float | None = DEFAULT_BUDGET_MS,
+        enlarge: Enlarge = Enlarge.LOCATED,
+        deblur_budget_ms: float = DEFAULT_DEBLUR_BUDGET_MS,
+    ) -> None:
+        if deblur_budget_ms < 0:
+            raise ValueError(f"deblur_budget_ms must not be negative, got {deblur_budget_ms}")
         self.budget_ms = budget_ms
         self.enlarge = Enlarge(enlarge)
+        self.deblur_budget_ms = deblur_budget_ms
 
-    def scan(self, image: np.ndarray) -> ScanResult:
-        """Decode the QR codes in a frame; raise ValueError for an array that is not a frame."""
+    def scan(self, image: np.ndarray, *, deblur: bool = True) -> ScanResult:
+        """Decode the QR codes in a frame; raise ValueError for an array that is not a frame.
+
+        ``deblur=False`` skips the deblur pass (a live scanner spends it on chosen frames only)."""
         started = time.perf_counter()
         gray = to_gray(image)
         attempts = ["plain"]
@@ -83,16 +106,76 @@ class QrScanner:
             attempts.append("sharpen")
             sharpened = _sharpen(gray)
             codes, also_located = _read(sharpened)
-            wanted = self.enlarge is Enlarge.ALWAYS or (self.enlarge is Enlarge.LOCATED and (located or also_located))
+            located = located or also_located
+            wanted = self.enlarge is Enlarge.ALWAYS or (self.enlarge is Enlarge.LOCATED and located)
             if not codes and wanted and self._within_budget(started):
                 attempts.append("enlarge")
                 enlarged = cv2.resize(sharpened, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
                 codes, _ = _read(enlarged)
+        if not codes and deblur and self.deblur_budget_ms > 0:
+            codes = self._deblur(gray, located, attempts)
         ms = (time.perf_counter() - started) * 1000
         return ScanResult(codes, ms, tuple(attempts))
 
+    def restore(self, image: np.ndarray) -> ScanResult:
+        """Only the deblur pass, on a frame whose plain passes read nothing."""
+        started = time.perf_counter()
+        attempts: list[str] = []
+        codes = self._deblur(to_gray(image), False, attempts) if self.deblur_budget_ms > 0 else ()
+        return ScanResult(codes, (time.perf_counter() - started) * 1000, tuple(attempts))
+
+    def _deblur(self, gray: np.ndarray, located: bool, attempts: list[str]) -> tuple[str, ...]:
+        """Read restored crops of the code-like region until one decodes or the budget is spent."""
+        started = time.perf_counter()
+        if min(gray.shape) < deblur.MIN_FRAME_SIDE:
+            return ()
+        x, y, side, density = deblur.code_region(gray)
+        if not located and density < DEBLUR_MIN_EDGE_DENSITY:
+            return ()
+        attempts.append("deblur")
+        for restored in deblur.deblur_candidates(gray, (x, y, side)):
+            codes, _ = _read(restored)
+            if codes:
+                return codes
+            if (time.perf_counter() - started) * 1000 >= self.deblur_budget_ms:
+                break
+        return ()
+
     def _within_budget(self, started: float) -> bool:
         return self.budget_ms is None or (time.perf_counter() - started) * 1000 < self.budget_ms
+
+
+class LiveReader:
+    """Reads the frames of a live scanner: the cheap passes on every frame, the deblur pass only on
+    the sharpest of each ``deblur_every`` frames that read nothing (see live.SharpestPick).
+
+    Once a code was read, the next ``deblur_every`` unread frames are each restored at once: a
+    code in view is confirmed over consecutive frames, and a blurred showing would otherwise give
+    only scattered reads. The extra cost is spent only while a code is in view.
+    """
+
+    def __init__(self, scanner: QrScanner, deblur_every: int = 2) -> None:
+        self.scanner = scanner
+        self.deblur_every = deblur_every
+        self._pick: SharpestPick[np.ndarray] = SharpestPick(deblur_every)
+        self._follow = 0  # unread frames still to restore at once after a read
+
+    def read(self, image: np.ndarray) -> list[str]:
+        """The texts read in this frame, or restored from the sharpest recent unread one."""
+        codes = list(self.scanner.scan(image, deblur=False).codes)
+        if not codes and self.scanner.deblur_budget_ms > 0:
+            gray = to_gray(image)
+            if self._follow > 0:
+                self._follow -= 1
+                codes = list(self.scanner.restore(gray).codes)
+            else:
+                chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
+                if chosen is not None:
+                    codes = list(self.scanner.restore(chosen).codes)
+        if codes:
+            self._pick.reset()
+            self._follow = self.deblur_every
+        return codes
 
 
 _DEFAULT = QrScanner()

@@ -12,7 +12,7 @@ from agent.config import AgentConfig
 from agent.coupons.desk import CouponDesk
 from agent.coupons.ledger import DEFAULT_ACTORS, Redemption
 from agent.coupons.live import LiveScanner
-from agent.coupons.scanner import decode_codes
+from agent.coupons.scanner import LiveReader, QrScanner
 from agent.runtime.counting import CaptureFailed
 from agent.vision.capture import FrameSource
 from agent.vision.source import SourceSpec
@@ -58,6 +58,7 @@ class ScanService:
     def _scan(self, desk: CouponDesk, stop: threading.Event, running: Callable[[], None]) -> None:
         coupons = self.config.coupons
         live = LiveScanner(confirm_frames=coupons.confirm_frames)
+        reader = LiveReader(QrScanner(deblur_budget_ms=coupons.deblur_budget_ms), coupons.deblur_every)
         frames = FrameSource(
             self.source,
             queue_size=1,
@@ -78,7 +79,7 @@ class ScanService:
                         break
                     continue
                 self.stats.frames += 1
-                codes = decode_codes(frame.image)
+                codes = reader.read(frame.image)
                 self.stats.codes_seen += len(codes)
                 for text in live.observe(codes, frame.mono):  # confirmation windows are durations
                     self.handle(desk, text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.coupons.live import LiveScanner
+from agent.coupons.live import LiveScanner, SharpestPick
 
 A, B = "C1:AAA", "C1:BBB"
 
@@ -97,3 +97,25 @@ def test_time_going_backwards_is_refused() -> None:
 def test_bad_settings_are_refused(confirm: int, forget: float) -> None:
     with pytest.raises(ValueError):
         LiveScanner(confirm_frames=confirm, forget_after_s=forget)
+
+
+def test_the_sharpest_of_each_window_is_picked() -> None:
+    pick: SharpestPick[str] = SharpestPick(window=3)
+    assert pick.offer(1.0, "a") is None
+    assert pick.offer(5.0, "b") is None
+    assert pick.offer(2.0, "c") == "b"
+    assert pick.offer(0.5, "d") is None  # a new window
+    pick.reset()
+    assert pick.offer(0.1, "e") is None
+    assert pick.offer(0.2, "f") is None
+    assert pick.offer(0.05, "g") == "f"
+
+
+def test_a_window_of_one_picks_every_frame() -> None:
+    pick: SharpestPick[int] = SharpestPick(window=1)
+    assert [pick.offer(float(i), i) for i in range(3)] == [0, 1, 2]
+
+
+def test_an_empty_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="window"):
+        SharpestPick(window=0)

@@ -1,0 +1,145 @@
+"""Deblurring: a coupon smeared by a known linear motion is measured, restored and read; forged or
+foreign codes restored the same way are still refused."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zxingcpp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.coupons import deblur
+from agent.coupons.scanner import LiveReader, QrScanner
+from agent.coupons.token import Coupon, VerifyResult, issue_token, verify_token
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import qr_motionset
+import qr_testset
+
+NOW = 1_750_000_000
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+PUBLIC = KEY.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+SMEAR = deblur.Blur(length=26.0, angle=35.0)
+
+
+def _token(key: Ed25519PrivateKey = KEY) -> str:
+    coupon = Coupon(
+        version=1,
+        key_id=4,
+        campaign=77,
+        serial=bytes(range(16, 32)),
+        not_before=NOW - 3600,
+        expires=NOW + 86400,
+        offer=3,
+        store=0,
+    )
+    return issue_token(coupon, key)
+
+
+def _smeared(text: str, blur: deblur.Blur = SMEAR, module_px: int = 6) -> np.ndarray:
+    """A gray 640x480 counter scene with the code moved ``blur`` while the shutter was open."""
+    frame = cv2.cvtColor(qr_testset.empty_frame(640, 480, seed=3), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    code = qr_testset.render_code(text, module_px=module_px).astype(np.float32)
+    y, x = 80, 150
+    layer = np.zeros_like(frame)
+    mask = np.zeros_like(frame)
+    layer[y : y + code.shape[0], x : x + code.shape[1]] = code
+    mask[y : y + code.shape[0], x : x + code.shape[1]] = 1
+    kernel = deblur.line_kernel(blur)
+    layer = cv2.filter2D(layer, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    mask = cv2.filter2D(mask, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    noise = np.random.default_rng(8).normal(0, 1.0, frame.shape).astype(np.float32)
+    return np.clip(frame * (1 - mask) + layer + noise, 0, 255).astype(np.uint8)
+
+
+def _plain(image: np.ndarray) -> list[str]:
+    return [barcode.text for barcode in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
+def test_the_smear_is_measured_from_the_cepstrum() -> None:
+    frame = _smeared(_token())
+    x, y, side, _ = deblur.code_region(frame)
+    blur = deblur.estimate_blurs(frame[y : y + side, x : x + side])[0]
+    assert blur.length == pytest.approx(SMEAR.length, abs=2.0)
+    assert blur.angle == pytest.approx(SMEAR.angle, abs=5.0)
+
+
+def test_the_code_region_holds_the_smeared_code() -> None:
+    frame = _smeared(_token())
+    x, y, side, density = deblur.code_region(frame)
+    assert x <= 150 + 20 and y <= 80 + 20  # the code starts at (150, 80)
+    assert x + side >= 150 + 300 and y + side >= 80 + 300
+    assert density > 0.5
+
+
+def test_deblurring_reads_a_smeared_coupon_that_plain_decoding_misses() -> None:
+    token = _token()
+    frame = _smeared(token)
+    assert _plain(frame) == []
+    assert QrScanner(budget_ms=None, deblur_budget_ms=0).scan(frame).codes == ()
+    result = QrScanner(budget_ms=None, deblur_budget_ms=1000).scan(frame)
+    assert result.codes == (token,)
+    assert result.attempts[-1] == "deblur"
+    assert verify_token(result.codes[0], {4: PUBLIC}, store=0, revoked=(), now=NOW).result is VerifyResult.VALID
+
+
+def test_a_forged_coupon_restored_by_deblurring_is_refused() -> None:
+    forger = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
+    forged = _token(forger)
+    codes = QrScanner(budget_ms=None, deblur_budget_ms=1000).scan(_smeared(forged)).codes
+    assert codes == (forged,)
+    assert verify_token(codes[0], {4: PUBLIC}, store=0, revoked=(), now=NOW).result is VerifyResult.BAD_SIGNATURE
+
+
+def test_a_foreign_code_restored_by_deblurring_is_refused() -> None:
+    text = "HTTPS://SHOP.EXAMPLE/LOYALTY/" + "0123456789" * 12  # same size of symbol as a token
+    codes = QrScanner(budget_ms=None, deblur_budget_ms=1000).scan(_smeared(text)).codes
+    assert codes == (text,)
+    assert verify_token(codes[0], {4: PUBLIC}, store=0, revoked=(), now=NOW).result is VerifyResult.MALFORMED
+
+
+def test_the_deblur_pass_stops_at_its_budget() -> None:
+    frame = np.random.default_rng(2).integers(0, 256, (480, 640), dtype=np.uint8)  # edges everywhere
+    budget_ms = 5.0
+    result = QrScanner(budget_ms=None, deblur_budget_ms=budget_ms).scan(frame)
+    assert result.codes == ()
+    assert "deblur" in result.attempts
+    started = QrScanner(budget_ms=None, deblur_budget_ms=0).scan(frame).ms
+    assert result.ms - started < 1000  # one restoration may overrun; never all of them
+
+
+def test_a_negative_deblur_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="deblur_budget_ms"):
+        QrScanner(deblur_budget_ms=-1)
+
+
+def test_a_smeared_frame_is_less_sharp_than_a_still_one() -> None:
+    token = _token()
+    still = _smeared(token, deblur.Blur(length=1.0, angle=0.0))
+    assert deblur.sharpness(still) > 2 * deblur.sharpness(_smeared(token))
+
+
+def test_the_motion_set_is_the_same_for_the_same_seed_and_signed() -> None:
+    first, again = qr_motionset.make_sample(7), qr_motionset.make_sample(7)
+    assert np.array_equal(first.image, again.image) and first.text == again.text
+    assert first.category == qr_motionset.CATEGORIES[7 % len(qr_motionset.CATEGORIES)]
+    assert qr_motionset.BLUR_PX[0] <= first.blur_px <= qr_motionset.BLUR_PX[1]
+    keys = {qr_motionset.ISSUER_KEY_ID: qr_motionset.issuer_public()}
+    assert verify_token(first.text, keys, store=0, revoked=(), now=qr_motionset.NOW).result is VerifyResult.VALID
+
+
+def test_a_live_reader_restores_the_sharper_of_two_unread_frames() -> None:
+    token = _token()
+    frames = [_smeared(token, deblur.Blur(length=70.0, angle=35.0)), _smeared(token)]
+    assert QrScanner(deblur_budget_ms=1000).restore(frames[0]).codes == ()  # too smeared to restore
+    reader = LiveReader(QrScanner(deblur_budget_ms=1000), deblur_every=2)
+    assert reader.read(frames[0]) == []  # the window is not full yet: nothing restored
+    assert reader.read(frames[1]) == [token]  # the 26 px smear is the sharper one
+    assert reader.read(frames[1]) == [token]  # after a read, the next unread frame is restored at once
+    plain = LiveReader(QrScanner(deblur_budget_ms=0), deblur_every=2)
+    assert [plain.read(frame) for frame in frames] == [[], []]
