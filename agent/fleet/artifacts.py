@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from agent.durable import fsync_folder
 from agent.fleet.bodies import ModelBody
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class Assembly:
             os.fsync(handle.fileno())
         os.replace(self.part, target)
         self.index_file.unlink(missing_ok=True)
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
         logger.info("artifact %s installed as %s", self.manifest.sha256[:12], target)
         return target
 
@@ -150,16 +151,3 @@ class Assembly:
             self.part.unlink(missing_ok=True)
             self.index_file.unlink(missing_ok=True)
             self._received.clear()
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.config import AgentConfig, ConfigError, ConfigProblem, load_config
 from agent.contract.payloads import WORD_PATTERN
+from agent.durable import fsync_folder
 from agent.fleet.bodies import ConfigBody
 from agent.fleet.toml_text import to_toml
 
@@ -106,7 +107,7 @@ def write_desired(body: ConfigBody, config_path: Path, current: AgentConfig) -> 
         os.replace(tmp, config_path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_folder(folder)
+    fsync_folder(folder)
     logger.info("desired config version %d written to %s", body.version, config_path)
     return Applied(new, text)
 
@@ -127,16 +128,3 @@ def _with_own_sections(text: str, document: dict[str, Any], config_path: Path) -
         return to_toml(kept | document)
     except ValueError as exc:
         raise ConfigRejected([ConfigProblem("(document)", "", str(exc))]) from None
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent import __version__
+from agent.durable import fsync_folder
 from agent.vision.models import Manifest, ModelError, file_sha256, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def fetch_model(
                 f"model {name}: download from {address} has sha256 {sha256}, the manifest expects {entry.sha256}"
             )
         os.replace(temp, target)
-        _fsync_dir(dest_dir)
+        fsync_folder(dest_dir)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -99,12 +100,3 @@ def _download(name: str, address: str, out: BinaryIO, limit: int, timeout: float
         reason = getattr(exc, "reason", None) or exc
         raise ModelError(f"model {name}: download from {address} failed: {reason}") from exc
     return size, digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
