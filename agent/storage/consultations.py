@@ -118,7 +118,8 @@ def log_consultation(
             actor,
             "consultation",
             subject=f"consultation:{row_id}",
-            detail={"category": checked_category, "outcome": checked_outcome.value, "minutes": checked_minutes},
+            # Only the row's id: the consultation itself is kept storage.consultations_days, the audit
+            # far longer, and a copy here would outlive it and tell who sold what.
             now=now,
         )
     logger.debug("consultation %d logged: %s, %s", row_id, checked_category, checked_outcome.value)
