@@ -87,4 +87,9 @@ def test_the_console_never_gets_the_device_key() -> None:
     loaded = dict(value.split(":", 1) for value in _values("retail-agent-console.service", "LoadCredential"))
     assert loaded["mqtt.key"] == str(CREDENTIALS_DIR / NO_KEY_NAME)
     assert _values("retail-agent-console.service", "User") == ["retail-console"]
-    assert _values("retail-agent-console.service", "ReadOnlyPaths") == ["/var/lib/retail-agent"]
+    # Signing in, redeeming and logging are writes to the agent's database: its folder is writable
+    # for the console, and both sides leave what they create writable by the shared group.
+    assert _values("retail-agent-console.service", "ReadWritePaths") == ["/var/lib/retail-agent"]
+    assert _values("retail-agent-console.service", "UMask") == ["0007"]
+    assert _values("retail-agent.service", "UMask") == ["0007"]
+    assert _values("retail-agent.service", "StateDirectoryMode") == ["0770"]
