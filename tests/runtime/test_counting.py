@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
-from agent.runtime.counting import TrafficService
+from agent.runtime.counting import FrameRate, TrafficService
 from agent.storage.database import open_database
 from agent.vision.pipeline import build_detector, build_pipeline
 from agent.vision.source import parse_source
@@ -128,3 +128,33 @@ def test_the_detector_is_replaced_between_two_frames_and_counting_goes_on(tmp_pa
     assert set(map(id, used[71:150])) == {id(replacement)}
     frames = table_rows(config.database_path, "SELECT SUM(frames) FROM zone_buckets")[0][0]
     assert frames == 150
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_frame_rate_is_over_the_last_minute_and_a_dead_camera_reads_zero() -> None:
+    clock = _Clock()
+    rate = FrameRate(window_s=60.0, clock=clock)
+    for _ in range(600):  # ten frames a second for a minute
+        clock.now += 0.1
+        rate.tick()
+    assert rate.per_second() == pytest.approx(10.0, rel=0.02)
+    clock.now += 30.0  # the camera stops: half the window holds no frame
+    assert rate.per_second() == pytest.approx(5.0, rel=0.05)
+    clock.now += 31.0  # a whole minute without a frame: 0, not a falling lifetime average
+    assert rate.per_second() == 0.0
+
+
+def test_a_young_agent_s_rate_is_over_the_time_it_has_run() -> None:
+    clock = _Clock()
+    rate = FrameRate(window_s=60.0, clock=clock)
+    for _ in range(20):
+        clock.now += 0.5
+        rate.tick()
+    assert rate.per_second() == pytest.approx(2.0)
