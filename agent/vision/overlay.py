@@ -118,7 +118,6 @@ def overlay_geometry(camera: CameraConfig, width: int, height: int, detections: 
         a, b = to_pixels([Point(*line.a), Point(*line.b)], width, height)
         arrow_in, arrow_out = line_arrows(a, b)
         lines.append(DrawnLine(name, a, b, arrow_in, arrow_out))
-    masks: Mapping[str, Any] = getattr(camera, "masks", None) or {}
     people = tuple(
         DrawnPerson((float(x1), float(y1), float(x2), float(y2)), float(score))
         for (x1, y1, x2, y2), score in zip(detections.xyxy.tolist(), detections.scores.tolist(), strict=True)
@@ -128,7 +127,7 @@ def overlay_geometry(camera: CameraConfig, width: int, height: int, detections: 
         height,
         tuple(lines),
         _polygons(camera.zones, width, height),
-        _polygons(masks, width, height),
+        _polygons(camera.masks, width, height),
         people,
     )
 

@@ -64,3 +64,13 @@ def test_normalised_geometry_is_scaled_to_the_frame_and_people_keep_their_boxes(
     (person,) = overlay.people
     assert person.box == (10, 20, 50, 120)
     assert person.foot == Point(30, 120)
+
+
+def test_exclusion_masks_are_drawn_in_pixels_with_their_names() -> None:
+    camera = CameraConfig.model_validate(
+        {"masks": {"mannequin": {"polygon": [[0.0, 0.0], [0.25, 0.0], [0.25, 0.5], [0.0, 0.5]]}}}
+    )
+    overlay = overlay_geometry(camera, 800, 600, Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+    (mask,) = overlay.masks
+    assert mask.name == "mannequin"
+    assert mask.points == (Point(0, 0), Point(200, 0), Point(200, 300), Point(0, 300))
