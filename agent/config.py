@@ -386,13 +386,15 @@ class TrackerConfig(_Section):
         lt=1,
         description="the same for low-score detections; stricter, as they are less certain to be the same person",
     )
-    confirm_hits: int = Field(
-        default=3,
-        ge=1,
-        le=100,
+    confirm_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
         description=(
-            "consecutive frames a new track must be matched in before it is confirmed; only confirmed tracks "
-            "count, so a detection flickering for a frame or two never becomes a person"
+            "seconds a new track must be matched in every frame, from its first frame to the one that confirms it, "
+            "before it counts; only confirmed tracks count, so a detection flickering for a frame or two never "
+            "becomes a person. 0.2 is the third frame at 10 fps; in seconds, so frames dropped under load do not "
+            "delay it"
         ),
     )
     max_lost_s: float = Field(
@@ -993,6 +995,7 @@ RENAMED_KEYS = {
     "hold_frames": "hold_s (seconds)",
     "zone_min_frames": "zone_min_s (seconds)",
     "max_lost_frames": "max_lost_s (seconds)",
+    "confirm_hits": "confirm_s (seconds)",
 }
 
 
