@@ -332,11 +332,15 @@ class MotionConfig(_Section):
     learning_rate: float = Field(
         default=0.05, gt=0, le=1, description="how fast the background takes in each frame (running-average weight)"
     )
-    settle_frames: int = Field(
-        default=5,
+    settle_s: float = Field(
+        default=0.5,
         ge=0,
-        le=1000,
-        description="frames the detector goes on running after motion stops while people are in view",
+        le=60,
+        description=(
+            "seconds the detector goes on running after motion stops while people are in view, so the tracker "
+            "sees where they came to rest; 0.5 is five frames at 10 fps, and in seconds so that frames dropped "
+            "under load do not lengthen it"
+        ),
     )
 
 
@@ -996,6 +1000,7 @@ RENAMED_KEYS = {
     "zone_min_frames": "zone_min_s (seconds)",
     "max_lost_frames": "max_lost_s (seconds)",
     "confirm_hits": "confirm_s (seconds)",
+    "settle_frames": "settle_s (seconds)",
 }
 
 

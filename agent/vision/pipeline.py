@@ -212,7 +212,7 @@ def motion_gate(config: MotionConfig) -> MotionGate | None:
         threshold=config.threshold,
         min_area=config.min_area,
         learning_rate=config.learning_rate,
-        settle_frames=config.settle_frames,
+        settle_s=config.settle_s,
     )
     return MotionGate(settings)
 
