@@ -332,11 +332,15 @@ class MotionConfig(_Section):
     learning_rate: float = Field(
         default=0.05, gt=0, le=1, description="how fast the background takes in each frame (running-average weight)"
     )
-    settle_frames: int = Field(
-        default=5,
+    settle_s: float = Field(
+        default=0.5,
         ge=0,
-        le=1000,
-        description="frames the detector goes on running after motion stops while people are in view",
+        le=60,
+        description=(
+            "seconds the detector goes on running after motion stops while people are in view, so the tracker "
+            "sees where they came to rest; 0.5 is five frames at 10 fps, and in seconds so that frames dropped "
+            "under load do not lengthen it"
+        ),
     )
 
 
@@ -386,13 +390,15 @@ class TrackerConfig(_Section):
         lt=1,
         description="the same for low-score detections; stricter, as they are less certain to be the same person",
     )
-    confirm_hits: int = Field(
-        default=3,
-        ge=1,
-        le=100,
+    confirm_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
         description=(
-            "consecutive frames a new track must be matched in before it is confirmed; only confirmed tracks "
-            "count, so a detection flickering for a frame or two never becomes a person"
+            "seconds a new track must be matched in every frame, from its first frame to the one that confirms it, "
+            "before it counts; only confirmed tracks count, so a detection flickering for a frame or two never "
+            "becomes a person. 0.2 is the third frame at 10 fps; in seconds, so frames dropped under load do not "
+            "delay it"
         ),
     )
     max_lost_s: float = Field(
@@ -993,6 +999,8 @@ RENAMED_KEYS = {
     "hold_frames": "hold_s (seconds)",
     "zone_min_frames": "zone_min_s (seconds)",
     "max_lost_frames": "max_lost_s (seconds)",
+    "confirm_hits": "confirm_s (seconds)",
+    "settle_frames": "settle_s (seconds)",
 }
 
 

@@ -107,6 +107,9 @@ threads = 2
             "tracker -> max_lost_frames: unknown key; it was replaced by max_lost_s",
         ),
         ({"tracker": {"max_lost_s": -1}}, "tracker -> max_lost_s:"),
+        ({"tracker": {"confirm_hits": 3}}, "tracker -> confirm_hits: unknown key; it was replaced by confirm_s"),
+        ({"tracker": {"confirm_s": -0.1}}, "tracker -> confirm_s:"),
+        ({"motion": {"settle_frames": 5}}, "motion -> settle_frames: unknown key; it was replaced by settle_s"),
     ],
 )
 def test_each_bad_key_is_named_with_its_problem(data: dict, expected: str) -> None:

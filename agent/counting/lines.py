@@ -46,6 +46,8 @@ class _Track:
 
     settled: int
     last: Point
+    seen: Point
+    met: bool | None = None
     pending_frames: int = 0
     pending_valid: bool = False
     pending_since: float = 0.0
@@ -79,8 +81,12 @@ class LineCounter:
     track in ``heights``; a track without one is taken as 100 px tall) is on neither side (side 0).
     The bottom of a detected box is its least stable coordinate: a person standing on the line makes
     it jitter across, and the band keeps that from counting. A crossing then needs the foot point to
-    leave the band on the other side and hold there; the segment test uses the step from the last
-    position outside the band on the settled side to the first one on the other side.
+    leave the band on the other side and hold there. The segment test then asks whether the foot
+    path met the segment itself on any step since the track last stood outside the band on its
+    settled side (positions in the band included), not where the chord from that position to the
+    first one beyond the band meets the line: someone walking obliquely past the end of a segment
+    takes a long stretch to cross the band, and that chord can meet the line inside the segment
+    although the person's path never touched it.
 
     With ``net=True`` crossings of one track cancel out (in then out is nothing) and the track
     yields at most one crossing: the sign of its net sum, emitted by the ``update`` call whose
@@ -186,17 +192,22 @@ class LineCounter:
             # start (or restart after an occlusion) near a line, and waiting for it to leave the band
             # would settle it on the far side of a crossing it is making.
             first = current if current != 0 else side(self.a, self.b, point)
-            self._tracks[track_id] = _Track(settled=first, last=point)
+            self._tracks[track_id] = _Track(settled=first, last=point, seen=point)
             return None
+        seen, track.seen = track.seen, point
+        if self.segment and side(self.a, self.b, seen) != side(self.a, self.b, point):
+            track.met = bool(track.met) or self._within_segment(seen, point)
         if current == 0:
             return None
         previous, track.last = track.last, point
         if track.settled in (0, current):
             track.settled = current
             track.pending_frames = 0
+            track.met = None
             return None
         if track.pending_frames == 0:
-            track.pending_valid = not self.segment or self._within_segment(previous, point)
+            met = track.met if track.met is not None else self._within_segment(previous, point)
+            track.pending_valid = not self.segment or met
             track.pending_since = mono
         track.pending_frames += 1
         if self.hold_s is not None:

@@ -5,8 +5,8 @@ running-average background; pixels that differ by more than ``threshold`` grey l
 person's scattered pixels join, are motion. The detector runs on a frame when
 
 - it shows motion (more than ``min_area`` of the picture changed),
-- people are in view (confirmed tracks) and the motion stopped less than ``settle_frames`` frames
-  ago, so the tracker sees where they came to rest, or
+- people are in view (confirmed tracks) and the last frame with motion was at most ``settle_s``
+  seconds of frame time ago, so the tracker sees where they came to rest, or
 - ``keepalive_s`` seconds of frame time passed since the detector last ran (a change too slow or
   too small for the background model).
 
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 GreyImage = npt.NDArray[np.uint8]
 
+# Seconds by which a frame may lie beyond settle_s and still count as settling (frame times are rounded).
+_TIME_SLACK_S = 1e-6
+
 
 @dataclass(frozen=True)
 class MotionSettings:
@@ -44,7 +47,7 @@ class MotionSettings:
     threshold: int = 20
     min_area: float = 0.002
     learning_rate: float = 0.05
-    settle_frames: int = 5
+    settle_s: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.keepalive_s > 0:
@@ -57,8 +60,8 @@ class MotionSettings:
             raise ValueError(f"min_area must be in [0, 1), got {self.min_area}")
         if not 0 < self.learning_rate <= 1:
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
-        if self.settle_frames < 0:
-            raise ValueError(f"settle_frames must not be negative, got {self.settle_frames}")
+        if not self.settle_s >= 0:
+            raise ValueError(f"settle_s must not be negative, got {self.settle_s}")
 
 
 class Reason(enum.Enum):
@@ -75,15 +78,16 @@ class GateDecisions:
     def __init__(self, settings: MotionSettings) -> None:
         self.settings = settings
         self._last_run: float | None = None
-        self._still_frames = 0  # frames without motion since the last one with motion
+        self._motion_t: float | None = None  # time of the last frame with motion
         self._people = 0  # confirmed people in view on the last frame
 
     def decide(self, t: float, motion: bool) -> Reason | None:
         """Why the detector runs on the frame at monotonic time ``t``, or None if it is skipped."""
-        self._still_frames = 0 if motion else self._still_frames + 1
         if motion:
+            self._motion_t = t
             return Reason.MOTION
-        if self._people and self._still_frames <= self.settings.settle_frames:
+        since = self._motion_t
+        if self._people and since is not None and 0 <= t - since <= self.settings.settle_s + _TIME_SLACK_S:
             return Reason.TRACKING
         last = self._last_run
         if last is None or t - last >= self.settings.keepalive_s or t < last:

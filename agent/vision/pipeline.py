@@ -63,7 +63,7 @@ def tracker_settings(config: TrackerConfig, model: ModelSpec) -> TrackerSettings
         new_track_threshold=config.new_track_threshold or model.new_track_threshold,
         match_iou=config.match_iou,
         low_match_iou=config.low_match_iou,
-        confirm_hits=config.confirm_hits,
+        confirm_s=config.confirm_s,
         max_lost_s=config.max_lost_s,
         reassoc_base=config.reassoc_base,
         reassoc_speed=config.reassoc_speed,
@@ -212,7 +212,7 @@ def motion_gate(config: MotionConfig) -> MotionGate | None:
         threshold=config.threshold,
         min_area=config.min_area,
         learning_rate=config.learning_rate,
-        settle_frames=config.settle_frames,
+        settle_s=config.settle_s,
     )
     return MotionGate(settings)
 

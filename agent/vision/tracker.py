@@ -12,8 +12,8 @@ Per frame:
    tracks seen last frame that are still unmatched. A partly hidden person often scores low; this
    keeps their track alive without letting weak detections start tracks of their own.
 4. Remaining high-score detections are matched to tentative tracks. A tentative track that misses
-   a frame is dropped; one matched in ``confirm_hits`` consecutive frames becomes confirmed and gets
-   the next id.
+   a frame is dropped; one matched in every frame for ``confirm_s`` seconds (from its first frame to
+   the current one) becomes confirmed and gets the next id.
 5. Remaining detections with ``score >= new_track_threshold`` start tentative tracks.
 6. Confirmed tracks left unmatched are lost; once unseen for more than ``max_lost_s`` seconds
    they end, and their ids are reported once in ``TrackerUpdate.ended``.
@@ -46,6 +46,9 @@ IntArray = npt.NDArray[np.intp]
 
 # Cost given to pairs below the IoU gate: larger than any sum of real costs (each is at most 1).
 _GATED_COST = 1e6
+
+# Seconds by which a tentative track's age may fall short of confirm_s (frame times are rounded).
+_TIME_SLACK_S = 1e-6
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ class TrackerSettings:
 
     - ``match_iou``: least IoU between a predicted track box and a detection for them to match.
     - ``low_match_iou``: the same for low-score detections; stricter, as they are less certain.
-    - ``confirm_hits``: consecutive matched frames before a track is confirmed and reported.
+    - ``confirm_s``: seconds from a new track's first frame to the frame in which it is confirmed and
+      reported, matched in every frame between; 0.2 is the third frame at 10 fps and the second at
+      5 fps, so frames dropped under load do not delay confirmation.
     - ``max_lost_s``: seconds a confirmed track survives unseen.
     - ``frame_s``: the frame interval the motion model is tuned for (its velocities are per step of
       this length); frames are assumed this far apart when ``update`` is given no time.
@@ -117,7 +122,7 @@ class TrackerSettings:
     new_track_threshold: float = 0.6
     match_iou: float = 0.2
     low_match_iou: float = 0.5
-    confirm_hits: int = 3
+    confirm_s: float = 0.2
     max_lost_s: float = 3.0
     frame_s: float = 0.1
     reassoc_base: float = 0.5
@@ -132,8 +137,8 @@ class TrackerSettings:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must lie in (0, 1], got {value}")
-        if self.confirm_hits < 1:
-            raise ValueError("confirm_hits must be at least 1")
+        if not self.confirm_s >= 0:
+            raise ValueError("confirm_s must not be negative")
         if not self.max_lost_s >= 0:
             raise ValueError("max_lost_s must not be negative")
         if not self.frame_s > 0:
@@ -145,11 +150,12 @@ class TrackerSettings:
 class _LiveTrack:
     """Bookkeeping of one live track; its Kalman state is a row of the tracker's arrays."""
 
-    __slots__ = ("box", "filtered", "hits", "missed", "score", "seen_t", "track_id")
+    __slots__ = ("born_t", "box", "filtered", "hits", "missed", "score", "seen_t", "track_id")
 
     def __init__(self, box: Box, score: float, t: float) -> None:
         self.box = box
         self.filtered = box
+        self.born_t = t
         self.seen_t = t
         self.score = score
         self.hits = 1
@@ -233,7 +239,7 @@ class ByteTracker:
             if track.missed:
                 continue
             if track.track_id is None:
-                if track.hits < s.confirm_hits:
+                if track.seen_t - track.born_t < s.confirm_s - _TIME_SLACK_S:
                     continue
                 track.track_id = self._next_id
                 self._next_id += 1

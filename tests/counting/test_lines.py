@@ -121,6 +121,38 @@ def test_a_short_segment_counts_only_movement_between_its_endpoints(
     assert directions(run(counter, path(points))) == expected
 
 
+@pytest.mark.parametrize(
+    ("points", "expected"),
+    [
+        # obliquely past the end: the path meets the line at x=54, beyond the end (50) and its
+        # tolerance; the chord between the band's edges, (40, 85) to (58, 112), would meet it at x=50
+        pytest.param([(40, 85), (49, 92), (53, 97), (55, 101), (58, 112), (60, 120)], [], id="oblique-past-the-end"),
+        # the reverse: stepping across at x=47 inside the segment, then turning away past its end;
+        # the chord (70, 85) to (60, 115) would meet the line at x=65, outside
+        pytest.param([(70, 85), (48, 95), (46, 101), (60, 115), (62, 120)], ["in"], id="steps-across-then-turns-away"),
+        # jittering across the line inside the band, then leaving it below: the last meeting counts, once
+        pytest.param(
+            [(25, 85), (25, 97), (25, 103), (25, 98), (25, 104), (25, 115), (25, 120)], ["in"], id="jitter-in-band"
+        ),
+        # walking along the line inside the band, touching it within the segment (x about 37),
+        # then leaving to the other side past the end (x 55): the path did pass the segment
+        pytest.param(
+            [(30, 85), (35, 99), (40, 101), (50, 99), (60, 101), (65, 115), (66, 120)], ["in"], id="along-the-line"
+        ),
+        # met the line outside the segment, wandered back in the band and crossed again inside it
+        pytest.param(
+            [(60, 85), (60, 95), (60, 102), (40, 98), (30, 103), (30, 115), (30, 120)], ["in"], id="recrossed"
+        ),
+    ],
+)
+def test_with_a_band_the_segment_test_asks_whether_the_path_met_the_segment(
+    points: list[tuple[float, float]], expected: list[str]
+) -> None:
+    """Band of 10 px (0.1 of a 100 px box) around the short segment (0, 100) to (50, 100)."""
+    counter = LineCounter("shelf", SHORT_A, SHORT_B, hold=2, band=0.1)
+    assert directions(run(counter, path(points))) == expected
+
+
 def test_flicker_resets_the_segment_decision() -> None:
     counter = LineCounter("shelf", SHORT_A, SHORT_B, hold=2)
     # crosses outside the segment for one frame, comes back, then crosses inside it

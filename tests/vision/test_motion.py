@@ -44,7 +44,7 @@ def test_still_empty_scene_runs_only_at_the_keepalive_rate() -> None:
 
 
 def test_people_in_view_keep_it_running_until_they_settle() -> None:
-    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_frames=3))
+    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_s=0.3))
     assert gate.decide(0.0, motion=True) is Reason.MOTION
     gate.record(0.0, ran=True, people=2)
     reasons = []
@@ -55,15 +55,29 @@ def test_people_in_view_keep_it_running_until_they_settle() -> None:
     assert reasons == [Reason.TRACKING] * 3 + [None] * 4
 
 
+@pytest.mark.parametrize("fps", [10.0, 5.0, 2.5])
+def test_settling_lasts_the_same_time_whatever_the_frame_rate(fps: float) -> None:
+    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_s=0.4))
+    gate.decide(0.0, motion=True)
+    gate.record(0.0, ran=True, people=1)
+    running = []
+    for i in range(1, int(2 * fps)):
+        reason = gate.decide(i / fps, motion=False)
+        gate.record(i / fps, ran=reason is not None, people=1)
+        if reason is Reason.TRACKING:
+            running.append(i / fps)
+    assert running and max(running) == pytest.approx(0.4)
+
+
 def test_nobody_in_view_after_motion_skips_at_once() -> None:
-    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_frames=3))
+    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_s=0.3))
     gate.decide(0.0, motion=True)
     gate.record(0.0, ran=True, people=0)
     assert gate.decide(0.1, motion=False) is None
 
 
 def test_motion_again_restarts_the_settling() -> None:
-    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_frames=1))
+    gate = GateDecisions(MotionSettings(keepalive_s=10.0, settle_s=0.1))
     gate.decide(0.0, motion=True)
     gate.record(0.0, ran=True, people=1)
     assert gate.decide(0.1, motion=False) is Reason.TRACKING
@@ -76,7 +90,7 @@ def test_motion_again_restarts_the_settling() -> None:
 
 
 def test_keepalive_counts_from_the_last_run_of_any_reason() -> None:
-    gate = GateDecisions(MotionSettings(keepalive_s=1.0, settle_frames=0))
+    gate = GateDecisions(MotionSettings(keepalive_s=1.0, settle_s=0.0))
     gate.decide(0.0, motion=False)
     gate.record(0.0, ran=True, people=0)
     gate.decide(0.5, motion=True)
@@ -163,7 +177,7 @@ class CountingDetector:
 
 
 def test_a_static_scene_runs_the_detector_only_at_the_keepalive_rate(vtest_path: Path) -> None:
-    settings = MotionSettings(keepalive_s=2.0, settle_frames=5)
+    settings = MotionSettings(keepalive_s=2.0, settle_s=0.5)
     gate, detector = MotionGate(settings), CountingDetector()
     first = read_frames(vtest_path, 1)[0]
     seconds = 60
@@ -171,7 +185,7 @@ def test_a_static_scene_runs_the_detector_only_at_the_keepalive_rate(vtest_path:
         detections = gate.detect(first, i / FPS, detector)
         gate.observe(people=int(len(detections) > 0))
     # First frame (no background yet), settling while people are in view, then one run per keep-alive.
-    allowed = 1 + settings.settle_frames + math.ceil(seconds / settings.keepalive_s)
+    allowed = 1 + round(settings.settle_s * FPS) + math.ceil(seconds / settings.keepalive_s)
     assert detector.runs <= allowed
     assert gate.stats.keepalive >= seconds / settings.keepalive_s - 2
     assert gate.stats.motion == 1

@@ -214,3 +214,43 @@ def test_the_sign_stand_in_the_sample_clip_never_counts_in_a_zone_around_it(vtes
     late = slice(250, None)
     assert sum(occupancy["without"][late]) > 0.9 * len(occupancy["without"][late])  # the stand counted as a person
     assert max(occupancy["with"][late]) == 0
+
+
+def shelf_visits(step: int, **rules: Any) -> tuple[list[tuple[int, float, float, float]], dict[int, int]]:
+    """Visits (track, entry, exit, dwell) of the walkers' scene to a shelf zone, and its occupancy by
+    frame, processing every ``step``-th frame of 10 fps."""
+    zone = ZoneConfig(polygon=[(420.0, 380.0), (560.0, 380.0), (560.0, 520.0), (420.0, 520.0)])
+    counting = pipeline(lines={}, zones={"shelf": zone}, **rules)
+    frames = range(0, 100, step)
+    results = [counting.process_detections(t, t / 10.0, walkers(t)) for t in frames]
+    occupied = {t: result.zones[0].occupancy for t, result in zip(frames, results, strict=True)}
+    results.append(counting.finish())
+    visits = [(v.track_id, v.enter_t, v.exit_t, v.dwell_s) for result in results for v in result.zones[0].exited]
+    return visits, occupied
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        # the walker enters at 2.2 s, stands from 3.0 s to 6.0 s and leaves at 6.9 s
+        pytest.param({}, [(2.2, 6.9)], id="one-visit-through-the-standstill"),
+        # stationary after 1.5 s still: the visit closes when it stopped moving, a new one opens
+        # when it walks on (it has moved beyond the radius by 6.4 s)
+        pytest.param({"stationary_s": 1.5}, [(2.2, 3.0), (6.4, 6.9)], id="stationary-splits-the-visit"),
+    ],
+)
+def test_zone_visits_dwell_and_stationarity_do_not_depend_on_dropped_frames(
+    rules: dict[str, Any], expected: list[tuple[float, float]]
+) -> None:
+    full, full_occupancy = shelf_visits(1, **rules)
+    half, half_occupancy = shelf_visits(2, **rules)
+    assert [(enter, exit) for _, enter, exit, _ in full] == pytest.approx(expected)
+    assert len(half) == len(full)
+    for (track_a, enter_a, exit_a, dwell_a), (track_b, enter_b, exit_b, dwell_b) in zip(full, half, strict=True):
+        assert track_a == track_b  # confirmed, and so numbered, in the same order
+        # a border or a start of motion is seen at most one dropped frame (0.1 s) later
+        assert enter_a <= enter_b <= enter_a + 0.1 + 1e-9
+        assert exit_a <= exit_b <= exit_a + 0.1 + 1e-9
+        assert dwell_b == pytest.approx(dwell_a, abs=0.1 + 1e-9)
+    differing = [t for t, occupied in half_occupancy.items() if full_occupancy[t] != occupied]
+    assert len(differing) <= 2 * len(expected)  # only the frames at an entry or an exit

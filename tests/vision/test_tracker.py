@@ -33,7 +33,7 @@ def frame(*people: tuple[Box, float]) -> Detections:
     return Detections(boxes, scores)
 
 
-def walk(start: tuple[float, float], step: tuple[float, float], t: int) -> Box:
+def walk(start: tuple[float, float], step: tuple[float, float], t: float) -> Box:
     return person(start[0] + step[0] * t, start[1] + step[1] * t)
 
 
@@ -61,7 +61,7 @@ def test_foot_is_bottom_centre_of_the_box() -> None:
         ({"new_track_threshold": -0.1}, "new_track_threshold"),
         ({"match_iou": 0.0}, "match_iou"),
         ({"low_match_iou": 1.2}, "low_match_iou"),
-        ({"confirm_hits": 0}, "confirm_hits"),
+        ({"confirm_s": -0.1}, "confirm_s"),
         ({"max_lost_s": -1.0}, "max_lost_s"),
     ],
 )
@@ -73,7 +73,7 @@ def test_settings_refuse_impossible_values(changes: dict[str, float], message: s
 def test_default_settings_suit_ten_fps_pedestrian_video() -> None:
     settings = TrackerSettings()
     assert settings.low_threshold < settings.high_threshold <= settings.new_track_threshold
-    assert settings.confirm_hits == 3
+    assert settings.confirm_s == 0.2
     assert settings.max_lost_s == 3.0
 
 
@@ -87,18 +87,33 @@ def test_iou_matrix_compares_every_pair() -> None:
 # --- confirmation and ids ----------------------------------------------------------------------------
 
 
-def test_detection_seen_fewer_than_confirm_hits_frames_is_never_reported() -> None:
-    tracker = ByteTracker(TrackerSettings(confirm_hits=3))
+def test_detection_seen_for_less_than_confirm_s_is_never_reported() -> None:
+    tracker = ByteTracker(TrackerSettings(confirm_s=0.2))
     updates = [tracker.update(frame((walk((100, 300), (5, 0), t), 0.9))) for t in range(2)]
     updates += [tracker.update(frame()) for _ in range(40)]
     assert all(not u.tracks and not u.ended for u in updates)
     assert tracker.finish() == ()
 
 
-def test_track_is_reported_from_its_confirm_hits_frame_on() -> None:
-    tracker = ByteTracker(TrackerSettings(confirm_hits=3))
+def test_track_is_reported_from_the_frame_confirm_s_after_its_first_on() -> None:
+    tracker = ByteTracker(TrackerSettings(confirm_s=0.2))
     reported = [ids(tracker.update(frame((walk((100, 300), (5, 0), t), 0.9)))) for t in range(5)]
     assert reported == [[], [], [1], [1], [1]]
+
+
+@pytest.mark.parametrize("fps", [10, 5, 2.5])
+def test_the_same_walk_confirms_at_the_same_time_at_any_frame_rate(fps: float) -> None:
+    """A walker seen at 10 fps or with frames dropped down to 5 or 2.5 fps is confirmed 0.4 s after
+    appearing (confirm_s 0.4), not after a fixed number of frames."""
+    tracker = ByteTracker(TrackerSettings(confirm_s=0.4))
+    step = 10 / fps  # frames of the 10 fps walk per processed frame
+    confirmed_at = None
+    for i in range(12):
+        t10 = i * step
+        update = tracker.update(frame((walk((100, 300), (5, 0), t10), 0.9)), t=t10 / 10)
+        if update.tracks and confirmed_at is None:
+            confirmed_at = t10 / 10
+    assert confirmed_at == pytest.approx(0.4)
 
 
 def test_flicker_does_not_consume_an_id() -> None:
@@ -110,15 +125,15 @@ def test_flicker_does_not_consume_an_id() -> None:
 
 
 def test_tentative_track_missing_one_frame_starts_over() -> None:
-    tracker = ByteTracker(TrackerSettings(confirm_hits=3))
+    tracker = ByteTracker(TrackerSettings(confirm_s=0.2))
     box = person(200, 300)
     seen = [tracker.update(frame((box, 0.9))), tracker.update(frame())]
     seen += [tracker.update(frame((box, 0.9))) for _ in range(3)]
     assert [ids(u) for u in seen] == [[], [], [], [], [1]]
 
 
-def test_confirm_hits_of_one_reports_a_track_at_once() -> None:
-    tracker = ByteTracker(TrackerSettings(confirm_hits=1))
+def test_confirm_s_of_zero_reports_a_track_at_once() -> None:
+    tracker = ByteTracker(TrackerSettings(confirm_s=0.0))
     assert ids(tracker.update(frame((person(200, 300), 0.9)))) == [1]
 
 
@@ -486,8 +501,8 @@ def test_missing_frames_are_longer_steps_not_lost_tracks() -> None:
     for t in range(0, 60, 2):
         update = tracker.update(frame((walk((50, 300), (8, 0), t), 0.9)), t / 10.0)
         reported.append(ids(update))
-    assert reported[:2] == [[], []]
-    assert all(r == [1] for r in reported[2:])
+    assert reported[0] == []  # confirmed 0.2 s after appearing: on the second frame at 5 fps
+    assert all(r == [1] for r in reported[1:])
 
 
 def test_lost_timeout_is_in_seconds_whatever_the_frame_rate() -> None:
