@@ -11,10 +11,12 @@ cheapest and most likely first:
 2. The blur's length and angle: the deepest minima of the crop's cepstrum between MIN_BLUR_PX and
    MAX_BLUR_PX from the origin.
 3. Wiener deconvolution of the crop, with the sharp scene around the code's patch faded out and
-   the edges tapered (both against ringing), with a line kernel of that
-   length and angle, at a small and a larger noise-to-signal ratio.
+   the edges tapered towards its mean (both against ringing), with a line kernel of that
+   length and angle; then the first estimate 1.5 px shorter and longer.
+4. Each restored crop is read as is, enlarged 2x and binarised by a local mean (the scanner's
+   ``_restored_variants``).
 
-Pure numpy/OpenCV; each candidate costs a few milliseconds on a 256-384 px crop. The caller keeps
+Pure numpy/OpenCV; each candidate costs a few milliseconds on a crop of at most 512 px. The caller keeps
 the per-frame time budget and stops as soon as one candidate decodes.
 """
 
@@ -29,15 +31,15 @@ import numpy as np
 
 MIN_BLUR_PX = 8
 MAX_BLUR_PX = 48
-NOISE_RATIOS = (0.005,)
-"""Wiener noise-to-signal ratios tried for each kernel (0.005 read the most of the motion set;
-0.002, 0.01 and 0.03 read fewer and none that it missed)."""
+NOISE_RATIOS = (0.002,)
+"""Wiener noise-to-signal ratios tried for each kernel (0.002 read the most of the motion set once
+each restoration is also read enlarged and binarised; 0.001, 0.005 and 0.01 read fewer)."""
 LENGTH_BIAS_PX = -0.5
 """The cepstrum's minimum lies about half a pixel beyond the true length."""
 DENOISE_SIGMA = 0.8
 """A light Gaussian blur of the restored crop: amplified noise costs more reads than softness."""
-LENGTH_STEPS_PX = (0.0, -1.5, 1.5)
-"""Offsets from the first estimate's length tried in turn (each read a few frames the others missed)."""
+LENGTH_STEPS_PX = (-1.5, 1.5)
+"""Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
 _MAX_CROP = 512
 _EDGE_LEVEL = 60
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge."""
@@ -180,15 +182,17 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     blurs = estimate_blurs(crop)
     if blurs and 2 * blurs[0].length <= MAX_BLUR_PX:  # the cepstrum also dips at half the length
         blurs.append(Blur(2 * blurs[0].length, blurs[0].angle, blurs[0].depth))
+    isolated = [isolate(crop, blur) for blur in blurs[:1]]
     for rank, blur in enumerate(blurs):
-        isolated = isolate(crop, blur)
-        # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: the first
-        # estimate is also tried a little shorter and longer, on the same isolated crop
-        steps = LENGTH_STEPS_PX if rank == 0 else (0.0,)
-        for step in steps:
-            length = blur.length + LENGTH_BIAS_PX + step
-            if length >= MIN_BLUR_PX / 2:
-                yield from wiener(isolated, line_kernel(Blur(length, blur.angle, blur.depth)))
+        if rank > 0:
+            isolated.append(isolate(crop, blur))
+        yield from wiener(isolated[rank], line_kernel(Blur(blur.length + LENGTH_BIAS_PX, blur.angle, blur.depth)))
+    # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: then the first
+    # estimate a little shorter and longer, once every estimate was tried as measured
+    for step in LENGTH_STEPS_PX:
+        if blurs and blurs[0].length + LENGTH_BIAS_PX + step >= MIN_BLUR_PX / 2:
+            first = blurs[0]
+            yield from wiener(isolated[0], line_kernel(Blur(first.length + LENGTH_BIAS_PX + step, first.angle)))
 
 
 def isolate(crop: np.ndarray, blur: Blur) -> np.ndarray:
