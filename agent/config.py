@@ -555,6 +555,13 @@ class CouponsConfig(_Section):
         le=30,
         description="frames a code must be read in before it is acted on, so a half-read code in motion is not",
     )
+    accept_signed_at_once: bool = Field(
+        default=True,
+        description=(
+            "act on a code read in a single frame when its issuer signature verifies (a misread "
+            "cannot); false: every code waits for confirm_frames"
+        ),
+    )
     deblur_budget_ms: float = Field(
         default=30.0,
         ge=0,

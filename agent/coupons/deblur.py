@@ -11,10 +11,12 @@ cheapest and most likely first:
 2. The blur's length and angle: the deepest minima of the crop's cepstrum between MIN_BLUR_PX and
    MAX_BLUR_PX from the origin.
 3. Wiener deconvolution of the crop, with the sharp scene around the code's patch faded out and
-   the edges tapered (both against ringing), with a line kernel of that
-   length and angle, at a small and a larger noise-to-signal ratio.
+   the edges tapered towards its mean (both against ringing), with a line kernel of that
+   length and angle; then the first estimate 1.5 px shorter and longer.
+4. Each restored crop is read as is, enlarged 2x and binarised by a local mean (the scanner's
+   ``_restored_variants``).
 
-Pure numpy/OpenCV; each candidate costs a few milliseconds on a 256-384 px crop. The caller keeps
+Pure numpy/OpenCV; each candidate costs a few milliseconds on a crop of at most 512 px. The caller keeps
 the per-frame time budget and stops as soon as one candidate decodes.
 """
 
@@ -29,13 +31,16 @@ import numpy as np
 
 MIN_BLUR_PX = 8
 MAX_BLUR_PX = 48
-NOISE_RATIOS = (0.005,)
-"""Wiener noise-to-signal ratios tried for each kernel (0.005 read the most of the motion set;
-0.002, 0.01 and 0.03 read fewer and none that it missed)."""
+NOISE_RATIOS = (0.002,)
+"""Wiener noise-to-signal ratios tried for each kernel, with each restoration also read enlarged and
+binarised: over the motion set's default seed and seed 7, 0.002 read 111 of 240 frames and 0.005
+108 (0.001 and 0.01 fewer on the default seed)."""
 LENGTH_BIAS_PX = -0.5
 """The cepstrum's minimum lies about half a pixel beyond the true length."""
 DENOISE_SIGMA = 0.8
 """A light Gaussian blur of the restored crop: amplified noise costs more reads than softness."""
+LENGTH_STEPS_PX = (-1.5, 1.5)
+"""Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
 _MAX_CROP = 512
 _EDGE_LEVEL = 60
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge."""
@@ -150,8 +155,9 @@ def wiener(
     height, width = crop.shape
     data = crop.astype(np.float32)
     pad = kernel.shape[0]
-    # taper: blend towards the blurred image near the border so the periodic edge does not ring
-    blurred = cv2.filter2D(data, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    # taper: blend towards the crop's mean near the border so the periodic edge does not ring
+    # (``isolate`` has already faded all but the code's patch to about that level)
+    blurred = float(data.mean())
     ramp = np.minimum(np.arange(width) + 1, np.arange(width)[::-1] + 1) / pad
     ramp_y = np.minimum(np.arange(height) + 1, np.arange(height)[::-1] + 1) / pad
     weight = np.outer(np.clip(ramp_y, 0, 1), np.clip(ramp, 0, 1)).astype(np.float32)
@@ -177,8 +183,17 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     blurs = estimate_blurs(crop)
     if blurs and 2 * blurs[0].length <= MAX_BLUR_PX:  # the cepstrum also dips at half the length
         blurs.append(Blur(2 * blurs[0].length, blurs[0].angle, blurs[0].depth))
-    for blur in blurs:
-        yield from wiener(isolate(crop, blur), line_kernel(Blur(blur.length + LENGTH_BIAS_PX, blur.angle, blur.depth)))
+    isolated = [isolate(crop, blur) for blur in blurs[:1]]
+    for rank, blur in enumerate(blurs):
+        if rank > 0:
+            isolated.append(isolate(crop, blur))
+        yield from wiener(isolated[rank], line_kernel(Blur(blur.length + LENGTH_BIAS_PX, blur.angle, blur.depth)))
+    # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: then the first
+    # estimate a little shorter and longer, once every estimate was tried as measured
+    for step in LENGTH_STEPS_PX:
+        if blurs and blurs[0].length + LENGTH_BIAS_PX + step >= MIN_BLUR_PX / 2:
+            first = blurs[0]
+            yield from wiener(isolated[0], line_kernel(Blur(first.length + LENGTH_BIAS_PX + step, first.angle)))
 
 
 def isolate(crop: np.ndarray, blur: Blur) -> np.ndarray:
@@ -195,8 +210,9 @@ def isolate(crop: np.ndarray, blur: Blur) -> np.ndarray:
         dense = (labels == largest).astype(np.uint8)
     reach = int(blur.length / 4) + 3
     grown = cv2.dilate(dense, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
-    weight = cv2.resize(grown.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    weight = cv2.GaussianBlur(weight, (0, 0), max(blur.length / 2, 1.0))
+    # soften the patch's outline on the reduced grid, where the wide Gaussian is 16x cheaper
+    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), max(blur.length / 8, 0.5))
+    weight = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     data = crop.astype(np.float32)
     fill = float((data * weight).sum() / max(float(weight.sum()), 1.0))
     result: np.ndarray = weight * data + (1 - weight) * fill

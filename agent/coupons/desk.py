@@ -32,7 +32,7 @@ from sqlite_utils import Database
 
 from agent.config import AgentConfig
 from agent.coupons.ledger import Erasure, Ledger, Redemption
-from agent.coupons.token import MalformedToken, Verification, decode_token, verify_token
+from agent.coupons.token import MalformedToken, Verification, VerifyResult, decode_token, verify_token
 from agent.storage import audit
 from agent.storage.audit import Actor
 from agent.storage.database import DEFAULT_BUSY_TIMEOUT_S, fetch_all, transaction
@@ -40,6 +40,8 @@ from agent.storage.database import DEFAULT_BUSY_TIMEOUT_S, fetch_all, transactio
 logger = logging.getLogger(__name__)
 
 _SERIAL = re.compile(r"^[0-9a-fA-F]{32}$")
+_UNSIGNED = frozenset({VerifyResult.MALFORMED, VerifyResult.UNKNOWN_KEY, VerifyResult.BAD_SIGNATURE})
+"""Verification results of a text that is not a token signed by a known issuer."""
 MAX_REVOCATIONS = 10_000
 """At most this many serials and campaigns in one revocation."""
 
@@ -107,6 +109,11 @@ class CouponDesk:
         self.close()
 
     # Verification and redemption
+
+    def signature_holds(self, text: str) -> bool:
+        """Whether ``text`` is a well-formed token signed by a known issuer key (validity dates,
+        store and revocation aside): what a misread can never be."""
+        return self.verify(text).result not in _UNSIGNED
 
     def verify(self, text: str, *, now: float | None = None) -> Verification:
         """Check a token against the issuer keys and every revocation, without redeeming it."""

@@ -7,6 +7,11 @@ the codes to act on now:
 - A code is acted on after it was read in ``confirm_frames`` consecutive processed frames. A
   frame in which it was not read restarts the count. This asks for a deliberate showing (a code
   glimpsed in passing in the background is ignored) and costs one frame of delay at the default 2.
+- A code that ``signed(code)`` accepts (its issuer's signature verifies) is acted on at its first
+  reading. Confirmation guards against misreads; a misread or partly read token cannot carry a
+  valid Ed25519 signature, so for signed coupons a second frame adds only delay, and a coupon
+  moved while shown is often restored in one frame only. Once-only redemption does not rest on
+  confirmation but on the ledger.
 - It is then not returned again while it stays in view, that is while each reading comes within
   ``forget_after_s`` of the previous one.
 - Once it has been out of view for longer than ``forget_after_s`` it is forgotten; shown again, it
@@ -19,7 +24,7 @@ Pure logic: no clock, no I/O; times are seconds from any monotonic clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -41,13 +46,19 @@ class _Sighting:
 class LiveScanner:
     """Turns per-frame readings into once-per-showing actions (see the module docstring)."""
 
-    def __init__(self, confirm_frames: int = 2, forget_after_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        confirm_frames: int = 2,
+        forget_after_s: float = 3.0,
+        signed: Callable[[str], bool] | None = None,
+    ) -> None:
         if confirm_frames < 1:
             raise ValueError(f"confirm_frames must be at least 1, got {confirm_frames}")
         if not forget_after_s > 0:
             raise ValueError(f"forget_after_s must be positive, got {forget_after_s}")
         self.confirm_frames = confirm_frames
         self.forget_after_s = forget_after_s
+        self.signed = signed
         self._frame = 0
         self._last_t: float | None = None
         self._codes: dict[str, _Sighting] = {}
@@ -65,11 +76,14 @@ class LiveScanner:
             consecutive = before is not None and before.last_frame == self._frame - 1
             streak = before.streak + 1 if before is not None and consecutive else 1
             acted = before is not None and before.acted
-            if not acted and streak >= self.confirm_frames:
+            if not acted and (streak >= self.confirm_frames or (streak == 1 and self._signed(code))):
                 acted = True
                 act.append(code)
             self._codes[code] = _Sighting(streak, self._frame, t, acted)
         return act
+
+    def _signed(self, code: str) -> bool:
+        return self.signed is not None and self.signed(code)
 
     def reset(self) -> None:
         """Forget every code (for instance when the scanning source changes)."""

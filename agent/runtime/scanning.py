@@ -57,7 +57,10 @@ class ScanService:
 
     def _scan(self, desk: CouponDesk, stop: threading.Event, running: Callable[[], None]) -> None:
         coupons = self.config.coupons
-        live = LiveScanner(confirm_frames=coupons.confirm_frames)
+        live = LiveScanner(
+            confirm_frames=coupons.confirm_frames,
+            signed=desk.signature_holds if coupons.accept_signed_at_once else None,
+        )
         reader = LiveReader(QrScanner(deblur_budget_ms=coupons.deblur_budget_ms), coupons.deblur_every)
         frames = FrameSource(
             self.source,

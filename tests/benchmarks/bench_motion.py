@@ -9,7 +9,8 @@ deblur pass and the agent's scanner as configured by default (deblur on). Prints
 single-frame decode rate and median ms; the time per frame without a code (median and worst);
 and for 1-s showings (10 frames of one moving coupon) the fraction in which the code was read in
 at least one frame, and the fraction a live scanner acts on (read in 2 consecutive frames, the
-default confirm_frames, and 1), also for the live reader that restores only the sharpest of
+default confirm_frames, and 1, and 2 unless the read's signature verifies, the default
+accept_signed_at_once), also for the live reader that restores only the sharpest of
 every 2 or 3 unread frames; with the mean and worst ms per frame. A frame counts as read when
 the expected token is among the texts.
 """
@@ -29,12 +30,15 @@ import zxingcpp
 
 from agent.coupons.live import LiveScanner
 from agent.coupons.scanner import LiveReader, QrScanner
+from agent.coupons.token import VerifyResult, verify_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "coupons"))
 import qr_motionset
 import qr_testset
 
 Reader = Callable[[np.ndarray], list[str]]
+CODE = "code"
+"""Stands for the showing's expected token in the confirmation replay (only correct reads count)."""
 
 
 def plain_zxing(image: np.ndarray) -> list[str]:
@@ -48,9 +52,20 @@ def timed(reader: Reader, image: np.ndarray) -> tuple[list[str], float]:
     return texts, (time.perf_counter() - started) * 1000
 
 
-def acted_on(reads: list[bool], confirm: int) -> bool:
-    live = LiveScanner(confirm_frames=confirm)
-    return any(live.observe(["code"] if read else [], index * 0.1) for index, read in enumerate(reads))
+def acted_on(reads: list[bool], confirm: int, signed: Callable[[str], bool] | None = None) -> bool:
+    live = LiveScanner(confirm_frames=confirm, signed=signed)
+    return any(live.observe([CODE] if read else [], index * 0.1) for index, read in enumerate(reads))
+
+
+def signature_check(seed: int, text: str) -> Callable[[str], bool]:
+    """Whether a read holds the set's issuer signature, as the agent checks it (accept_signed_at_once)."""
+    keys = {qr_motionset.ISSUER_KEY_ID: qr_motionset.issuer_public(seed)}
+
+    def signed(code: str) -> bool:
+        verification = verify_token(text if code == CODE else code, keys, 0, (), qr_motionset.NOW)
+        return verification.result is VerifyResult.VALID
+
+    return signed
 
 
 def main() -> int:
@@ -135,10 +150,17 @@ def main() -> int:
         ("read in any frame", any),
         ("acted on, confirm 1", lambda reads: acted_on(reads, 1)),
         ("acted on, confirm 2", lambda reads: acted_on(reads, 2)),
+        ("confirm 2, signed once", None),
     ):
         cells = []
         for name in live_readers:
-            outcomes = [judge(showing) for showing in reads[name]]
+            if judge is None:  # the default: a read whose signature verifies is acted on at once
+                outcomes = [
+                    acted_on(showing, 2, signature_check(args.seed, frames[0].text))
+                    for showing, frames in zip(reads[name], showings, strict=True)
+                ]
+            else:
+                outcomes = [judge(showing) for showing in reads[name]]
             cells.append(f"{sum(outcomes) / max(len(outcomes), 1):24.1%}")
         print(f"{label:22} {'':6} " + " ".join(cells))
     for label, statistic in (("mean ms per frame", statistics.mean), ("worst ms per frame", max)):

@@ -84,6 +84,20 @@ def test_a_token_that_does_not_verify_is_refused_and_nothing_is_redeemed(
     assert pending(desk.db) == []
 
 
+def test_the_signature_holds_for_signed_tokens_only_and_redeems_nothing(desk: CouponDesk) -> None:
+    signed, _ = token()
+    expired, _ = token(expires=int(NOW))  # signed, though no longer valid: a read, not a misread
+    forged, _ = token(OTHER_KEY)
+    unknown, _ = token(key_id=9)
+    assert desk.signature_holds(signed)
+    assert desk.signature_holds(expired)
+    assert not desk.signature_holds(forged)
+    assert not desk.signature_holds(unknown)
+    assert not desk.signature_holds(signed[:-3] + "AAA")  # a partly misread signature
+    assert not desk.signature_holds("C1:NOT-A-COUPON")
+    assert pending(desk.db) == []
+
+
 def test_revoked_serials_from_the_config_are_refused(tmp_path: Path) -> None:
     text, coupon = token()
     with CouponDesk(tmp_path / "a.db", "till-1", keys={7: raw(KEY)}, revoked={coupon.serial}) as desk:

@@ -119,3 +119,27 @@ def test_a_window_of_one_picks_every_frame() -> None:
 def test_an_empty_window_is_refused() -> None:
     with pytest.raises(ValueError, match="window"):
         SharpestPick(window=0)
+
+
+def test_a_signed_code_is_acted_on_at_its_first_reading_and_once() -> None:
+    live = LiveScanner(confirm_frames=2, signed=lambda code: code == A)
+    assert live.observe([A, B], 0.0) == [A]
+    assert live.observe([A, B], 0.2) == [B]  # B is not signed: it waits for its second frame
+    assert live.observe([A, B], 0.4) == []
+    assert live.observe([], 5.0) == []
+    assert live.observe([A], 5.2) == [A]  # shown again after leaving view
+
+
+def test_a_code_that_fails_the_signature_check_still_needs_confirmation() -> None:
+    checked: list[str] = []
+
+    def signed(code: str) -> bool:
+        checked.append(code)
+        return False
+
+    live = LiveScanner(confirm_frames=2, signed=signed)
+    assert live.observe([A], 0.0) == []
+    assert live.observe([], 0.2) == []
+    assert live.observe([A], 0.4) == []
+    assert live.observe([A], 0.6) == [A]
+    assert checked == [A, A]  # asked once per new streak, not on every frame
