@@ -11,6 +11,7 @@ its reason and changes nothing else.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -41,7 +42,7 @@ from agent.fleet.desired import ConfigRejected, write_desired
 from agent.fleet.model_update import ModelHost, ModelUpdates, Subscriber
 from agent.storage import audit, outbox
 from agent.storage.audit import Actor, Outcome, Role
-from agent.storage.database import fetch_all, open_database, transaction
+from agent.storage.database import StorageError, fetch_all, open_database, transaction
 from agent.sync.service import config_version
 
 logger = logging.getLogger(__name__)
@@ -97,18 +98,43 @@ class FleetAgent:
         if not self._recovered:
             self._recover(db, now)
             self._recovered = True
-        with self._lock:
-            batch = list(self._pending)
-            self._pending.clear()
-        # Cancels first: a device back from an outage that finds a job and its cancel waiting never runs the job.
-        batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
-        for topic, payload, size in batch:
-            self.process(topic, payload, now, size=size)
+        self._drain(now)
         self.models.tick(db, now)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
             with transaction(db):
                 replay.forget_expired(db, now)
             self._pruned_at = time.monotonic()
+
+    def pending(self) -> int:
+        """How many received commands wait for the sync thread."""
+        with self._lock:
+            return len(self._pending)
+
+    def _drain(self, now: float) -> None:
+        """Process the waiting commands one at a time, cancels first.
+
+        A command is taken off the queue only once processed. When the database cannot be written
+        (locked past the busy timeout, disk full, I/O error) that command and all after it go back to
+        the front of the queue, in order, and wait for the next tick: each was acknowledged to the
+        broker already, so dropping them would lose them. Any other error is a fault in that one
+        command's handling; it is logged and dropped so it cannot block the ones behind it forever.
+        """
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        # Cancels first: a device back from an outage that finds a job and its cancel waiting never runs the job.
+        batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
+        for index, (topic, payload, size) in enumerate(batch):
+            try:
+                self.process(topic, payload, now, size=size)
+            except (StorageError, sqlite3.OperationalError) as exc:
+                rest = batch[index:]
+                logger.error("fleet command on %s not processed, %d kept for the next tick: %s", topic, len(rest), exc)
+                with self._lock:
+                    self._pending.extendleft(reversed(rest))
+                return
+            except Exception:
+                logger.exception("fleet command on %s failed and was dropped", topic)
 
     def close(self) -> None:
         if self._db is not None:

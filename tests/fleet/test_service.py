@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,3 +227,29 @@ def test_a_desired_config_cannot_drop_the_fleet_section(device: Device) -> None:
     assert job is not None and job.state is JobState.SUCCEEDED
     # Left out, the section is kept: the device still takes fleet commands with the same key.
     assert load_config(device.path).fleet == device.config.fleet
+
+
+def test_a_command_failing_on_a_locked_database_is_kept_with_those_after_it(device: Device) -> None:
+    first = signed(command("revoke", {"campaigns": [1]}, command_id="first"))
+    second = signed(command("revoke", {"campaigns": [2]}, command_id="second"))
+    third = signed(command("revoke", {"campaigns": [3]}, command_id="third"))
+    fleet = FleetAgent(lambda: device.config, config_path=device.path)
+    fleet._database()  # recovery and migrations before the lock
+    fleet(NOW)
+    for name, payload in (("first", first), ("second", second), ("third", third)):
+        fleet.handle(f"retail/v1/acme/store-042/till-1/cmd/{name}", payload)
+    # Another writer holds the database past the busy timeout: the first command cannot be recorded.
+    fleet._database().conn.execute("PRAGMA busy_timeout = 50")
+    blocker = sqlite3.connect(device.config.database_path, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        fleet(NOW)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert fleet.pending() == 3
+    fleet(NOW + 1)
+    assert fleet.pending() == 0
+    states = {job_id: jobs.get(device.db, job_id) for job_id in ("first", "second", "third")}
+    assert all(job is not None and job.state is JobState.SUCCEEDED for job in states.values()), states
+    fleet.close()
