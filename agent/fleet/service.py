@@ -176,7 +176,8 @@ class FleetAgent:
             except ValueError as exc:
                 invalid = CommandRejected(Reason.BAD_BODY, str(exc), command)
         with transaction(db):
-            if not replay.remember(db, command.id, command.expires_at, now):
+            # An id with a job is a replay even once its seen-id was forgotten (e.g. canceled before it arrived).
+            if jobs.get(db, command.id) is not None or not replay.remember(db, command.id, command.expires_at, now):
                 fresh = False
             else:
                 fresh = True
