@@ -32,7 +32,7 @@ from agent.contract.payloads import JobState
 from agent.contract.topics import Topics, chunk_index
 from agent.fleet import jobs
 from agent.fleet.active_model import model_path
-from agent.fleet.artifacts import ArtifactRejected, Assembly
+from agent.fleet.artifacts import ArtifactRejected, Assembly, discard_staging
 from agent.fleet.bodies import ModelBody
 from agent.fleet.commands import CommandRejected, from_document
 from agent.storage.database import transaction
@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 ARTIFACT_QOS = 1
+
+
+def staging_folder(config: AgentConfig) -> Path:
+    """Where model artifacts are assembled."""
+    return config.device.state_dir / "artifacts"
 
 
 class ModelHost(Protocol):
@@ -137,7 +142,7 @@ class ModelUpdates:
                 return jobs.transition(db, device, job_id, JobState.FAILED, reason=refusal, now=now)
         assert self.host is not None and self.subscriber is not None
         config = self.config()
-        assembly = Assembly(config.device.state_dir / "artifacts", body)
+        assembly = Assembly(staging_folder(config), body)
         topics = Topics(config.device.tenant, config.device.store, config.device.id)
         running = _Running(job_id, body, assembly, topics.artifact_chunks(body.sha256), expires_at)
         self._running = running
@@ -201,6 +206,11 @@ class ModelUpdates:
                 jobs.transition(db, device, job.job_id, JobState.ROLLED_BACK, reason="interrupted", now=now)
             return True
         return False
+
+    def discard_stale_staging(self) -> int:
+        """Remove staging files no running job uses (left by jobs that ended while the agent was down)."""
+        keep = frozenset() if self._running is None else frozenset({self._running.body.sha256})
+        return discard_staging(staging_folder(self.config()), keep)
 
     def tick(self, db: Database, now: float) -> None:
         """Advance the running model job by what has happened since the last tick."""
@@ -343,8 +353,7 @@ class ModelUpdates:
     ) -> None:
         if self.subscriber is not None and running.swapped_at is None:
             self.subscriber.off(running.topic_filter)
-        if state is not JobState.SUCCEEDED:
-            running.assembly.discard()
+        running.assembly.discard()  # after a success the file was moved away already: this drops what is left
         self._running = None
         with transaction(db):
             jobs.transition(db, self.config().device.id, running.job_id, state, reason=reason, details=details, now=now)

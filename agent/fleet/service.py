@@ -315,6 +315,8 @@ class FleetAgent:
                 else:
                     jobs.transition(db, device, job.job_id, JobState.FAILED, reason="interrupted", now=now)
 
+        self.models.discard_stale_staging()
+
     def _refuse(self, db: Database, refusal: CommandRejected, topic: str, now: float) -> None:
         command = refusal.command
         logger.warning("fleet command on %s refused: %s", topic, refusal)

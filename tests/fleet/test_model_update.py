@@ -187,6 +187,44 @@ def test_a_restart_during_the_health_check_leaves_the_previous_model_and_rolls_b
     assert again.current == "0" * 64 and again.events == []
 
 
+def test_a_download_that_expired_while_the_agent_was_down_leaves_no_staging_files(tmp_path: Path) -> None:
+    clock = [0.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(4 * CHUNK)
+    agent.process(TOPIC, model_command(data, "gone", ttl=60), NOW)
+    deliver(subs, data, range(2))
+    staging = config.device.state_dir / "artifacts"
+    assert sorted(path.suffix for path in staging.iterdir()) == [".idx", ".part"]
+    agent.close()
+
+    restarted, _config, _subs = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 3600)
+    job = state_of(restarted, "gone")
+    assert job.state is JobState.FAILED and job.reason == "interrupted"
+    assert list(staging.iterdir()) == []
+
+
+def test_a_restart_mid_download_keeps_the_staging_files_of_the_job_it_resumes(tmp_path: Path) -> None:
+    clock = [0.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(4 * CHUNK)
+    agent.process(TOPIC, model_command(data, "resumed"), NOW)
+    deliver(subs, data, range(2))
+    agent.close()
+
+    restarted, _config, subs_again = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 1)
+    job = state_of(restarted, "resumed")
+    assert job.state is JobState.IN_PROGRESS and job.details["received"] == 2
+    assert len(list((config.device.state_dir / "artifacts").iterdir())) == 2
+    deliver(subs_again, data, range(2, 4))
+    clock[0] += 1.0
+    restarted(NOW + 2)
+    assert state_of(restarted, "resumed").step == "health_check"
+
+
 class BrokenHost(ScriptedHost):
     def __init__(self, clock: list[float], breaks: str) -> None:
         super().__init__(clock)
