@@ -11,7 +11,10 @@
   least one person on the reference frame with outputs in range, then keep the pipeline at
   ``fleet.model_min_rate_ratio`` of its rate before the swap for ``fleet.model_check_s``. Failure
   puts the previous model back by itself and the job ends ROLLED_BACK; success records the model
-  in ``active.json`` and announces it in a new birth.
+  in ``active.json`` and announces it in a new birth. An agent restarted during staging or the
+  check ends the job ROLLED_BACK (it starts with the model it ran before), unless ``active.json``
+  already names this job: then the check had passed, the agent runs the new model and the job
+  ends SUCCEEDED.
 
 Counting goes on throughout: only the detector of the running pipeline changes.
 """
@@ -31,7 +34,7 @@ from agent.config import AgentConfig
 from agent.contract.payloads import JobState
 from agent.contract.topics import Topics, chunk_index
 from agent.fleet import jobs
-from agent.fleet.active_model import model_path
+from agent.fleet.active_model import model_path, read_active
 from agent.fleet.artifacts import ArtifactRejected, Assembly, discard_staging
 from agent.fleet.bodies import ModelBody
 from agent.fleet.commands import CommandRejected, from_document
@@ -201,6 +204,13 @@ class ModelUpdates:
             self.start(db, job.job_id, body, job.expires_at, now)
             return True
         if job.step in ("staging", "health_check"):
+            active = read_active(self.config().device.state_dir)
+            if active is not None and active.job_id == job.job_id:
+                # The model was recorded as active (it passed) just before the restart: the agent runs it.
+                logger.info("model job %s: recorded as active before the restart; it succeeded", job.job_id)
+                with transaction(db):
+                    jobs.transition(db, device, job.job_id, JobState.SUCCEEDED, details={"recovered": True}, now=now)
+                return True
             # active.json changes only on success: the agent restarted with the model it ran before.
             with transaction(db):
                 jobs.transition(db, device, job.job_id, JobState.ROLLED_BACK, reason="interrupted", now=now)

@@ -16,7 +16,7 @@ from fleet_helpers import NOW, command, device_toml, signed
 from agent.config import AgentConfig, load_config
 from agent.contract.payloads import JobState
 from agent.fleet import jobs
-from agent.fleet.active_model import model_path
+from agent.fleet.active_model import ActiveModel, model_path, write_active
 from agent.fleet.service import FleetAgent
 from agent.sync.transport import MessageHandler
 
@@ -223,6 +223,44 @@ def test_a_restart_mid_download_keeps_the_staging_files_of_the_job_it_resumes(tm
     clock[0] += 1.0
     restarted(NOW + 2)
     assert state_of(restarted, "resumed").step == "health_check"
+
+
+def test_a_restart_after_the_model_was_recorded_active_ends_the_job_succeeded(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "kept"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    assert state_of(agent, "kept").step == "health_check"
+    sha = hashlib.sha256(data).hexdigest()
+    # The check passed and active.json was written; the agent stopped before the job's last status.
+    record = ActiveModel(sha, "model-x", "ssd", "MIT", "kept", NOW, None)
+    write_active(config.device.state_dir, record)
+    agent.close()
+
+    restarted, _config, _subs = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 1)
+    job = state_of(restarted, "kept")
+    assert job.state is JobState.SUCCEEDED and job.details == {"recovered": True}
+
+
+def test_a_restart_with_an_older_job_recorded_active_still_rolls_back(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "newer"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    write_active(config.device.state_dir, ActiveModel("a" * 64, "older", "ssd", "MIT", "older-job", NOW - 99, None))
+    agent.close()
+
+    restarted, _config, _subs = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 1)
+    job = state_of(restarted, "newer")
+    assert job.state is JobState.ROLLED_BACK and job.reason == "interrupted"
 
 
 class BrokenHost(ScriptedHost):
