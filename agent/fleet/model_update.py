@@ -9,7 +9,9 @@
   running model (one that does not load ends FAILED).
 - **health_check**: the new model replaces the detector between two frames; it must find at
   least one person on the reference frame with outputs in range, then keep the pipeline at
-  ``fleet.model_min_rate_ratio`` of its rate before the swap for ``fleet.model_check_s``. Failure
+  ``fleet.model_min_rate_ratio`` of its rate before the swap for ``fleet.model_check_s``, and its
+  own mean inference time must be at most ``1 / model_min_rate_ratio`` times the previous model's
+  (the frame rate alone hides a slow model when the motion gate skips the detector). Failure
   puts the previous model back by itself and the job ends ROLLED_BACK; success records the model
   in ``active.json`` and announces it in a new birth. An agent restarted during staging or the
   check ends the job ROLLED_BACK (it starts with the model it ran before), unless ``active.json``
@@ -77,6 +79,14 @@ class ModelHost(Protocol):
 
     def frame_rate(self) -> float:
         """Frames per second over the last minute."""
+        ...
+
+    def inference_ratio(self) -> float | None:
+        """The candidate's mean inference time over the previous model's (None until both ran enough).
+
+        Measured on the detector runs themselves, so a motion gate that skips the detector on a
+        still scene (keeping the frame rate whatever the model costs) does not hide a slow model.
+        """
         ...
 
     def roll_back(self) -> None:
@@ -344,6 +354,20 @@ class ModelUpdates:
             self.host.roll_back()
             self._end(db, running, JobState.ROLLED_BACK, "rate_dropped", details, now)
             return
+        slower = self.host.inference_ratio()
+        if slower is not None:
+            details = {**details, "inference_ratio_x100": round(slower * 100)}
+            if slower * ratio > 1.0:
+                logger.error(
+                    "model job %s: the new model takes %.1f times as long per inference (at most %.2f allowed); "
+                    "putting the previous model back",
+                    running.job_id,
+                    slower,
+                    1.0 / ratio,
+                )
+                self.host.roll_back()
+                self._end(db, running, JobState.ROLLED_BACK, "inference_slower", details, now)
+                return
         self.host.keep_candidate(running.job_id)
         self._end(db, running, JobState.SUCCEEDED, None, details, now)
 

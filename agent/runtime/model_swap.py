@@ -146,6 +146,13 @@ class RuntimeModels:
     def frames_counted(self) -> int:
         return self.runtime.counting.stats.frames
 
+    def inference_ratio(self) -> float | None:
+        previous = self._previous.mean_inference_s if self._previous is not None else None
+        candidate = self.current.mean_inference_s if self._previous is not None else None
+        if previous is None or candidate is None or previous <= 0:
+            return None
+        return candidate / previous
+
     def frame_rate(self) -> float:
         return self.runtime.counting.rate.per_second()
 

@@ -34,6 +34,7 @@ class ScriptedHost:
         self.candidate: str | None = None
         self.swapped_at: float | None = None
         self.events: list[str] = []
+        self.slower: float | None = 1.0  # the candidate's inference time over the previous model's
 
     def is_listed(self, sha256: str) -> bool:
         return False
@@ -59,6 +60,9 @@ class ScriptedHost:
 
     def frame_rate(self) -> float:
         return self.fps
+
+    def inference_ratio(self) -> float | None:
+        return self.slower if self.swapped_at is not None else None
 
     def roll_back(self) -> None:
         self.swapped_at = None
@@ -151,6 +155,38 @@ def test_a_model_that_keeps_the_rate_is_kept(tmp_path: Path) -> None:
     assert host.current == hashlib.sha256(data).hexdigest()
     assert model_path(config.device.state_dir, host.current).read_bytes() == data
     assert subs.handlers == {}  # no longer subscribed to the chunks
+
+
+def test_a_model_slow_per_inference_is_rolled_back_though_the_gated_frame_rate_held(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock, fps=10.0, fps_after=10.0)  # a still scene: the gate keeps the frame rate
+    host.slower = 10.0
+    agent, _config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "heavy"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    clock[0] += 6.0
+    agent(NOW + 6)
+    job = state_of(agent, "heavy")
+    assert job.state is JobState.ROLLED_BACK and job.reason == "inference_slower"
+    assert job.details["inference_ratio_x100"] == 1000 and job.details["fps_x100"] == 1000
+    assert host.events[-1] == "roll_back" and host.current == "0" * 64
+
+
+def test_a_model_a_little_slower_per_inference_is_kept(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    host.slower = 1.2  # within 1 / model_min_rate_ratio (0.8)
+    agent, _config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "light"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    clock[0] += 6.0
+    agent(NOW + 6)
+    job = state_of(agent, "light")
+    assert job.state is JobState.SUCCEEDED and job.details["inference_ratio_x100"] == 120
 
 
 def test_a_download_that_does_not_finish_before_the_job_expires_times_out(tmp_path: Path) -> None:
