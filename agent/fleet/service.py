@@ -10,6 +10,7 @@ its reason and changes nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -73,6 +74,7 @@ class FleetAgent:
         self._lock = threading.Lock()
         self._db: Database | None = None
         self._recovered = False
+        self._retrying: set[str] = set()  # ids of commands put back after a database failure
         self._pruned_at = float("-inf")
         self.dropped = 0
         self.refused: dict[str, int] = {}
@@ -116,8 +118,11 @@ class FleetAgent:
         A command is taken off the queue only once processed. When the database cannot be written
         (locked past the busy timeout, disk full, I/O error) that command and all after it go back to
         the front of the queue, in order, and wait for the next tick: each was acknowledged to the
-        broker already, so dropping them would lose them. Any other error is a fault in that one
-        command's handling; it is logged and dropped so it cannot block the ones behind it forever.
+        broker already, so dropping them would lose them. A job the failing command had already
+        recorded is taken up on the next tick as after a restart (``_recover``: a QUEUED job runs,
+        one left IN_PROGRESS fails ``interrupted``), and its requeued copy is then not refused as a
+        replay. Any other error is a fault in that one command's handling; it is logged and dropped
+        so it cannot block the ones behind it forever.
         """
         with self._lock:
             batch = list(self._pending)
@@ -132,6 +137,9 @@ class FleetAgent:
                 logger.error("fleet command on %s not processed, %d kept for the next tick: %s", topic, len(rest), exc)
                 with self._lock:
                     self._pending.extendleft(reversed(rest))
+                with contextlib.suppress(CommandRejected):  # a command that does not decode recorded nothing
+                    self._retrying.add(decode(payload)[0].id)
+                self._recovered = False  # a job recorded before the failure is taken up on the next tick
                 return
             except Exception:
                 logger.exception("fleet command on %s failed and was dropped", topic)
@@ -198,6 +206,11 @@ class FleetAgent:
                     job = jobs.transition(
                         db, device.id, command.id, JobState.REJECTED, reason=invalid.reason.value, now=now
                     )
+        retried = command.id in self._retrying
+        self._retrying.discard(command.id)
+        if not fresh and retried:
+            logger.info("fleet command %s was recorded before the database failed; its job was taken up", command.id)
+            return jobs.get(db, command.id)
         if not fresh:
             self._refuse(db, CommandRejected(Reason.REPLAYED, "this command id was seen before", command), topic, now)
             return None

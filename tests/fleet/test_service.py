@@ -253,3 +253,28 @@ def test_a_command_failing_on_a_locked_database_is_kept_with_those_after_it(devi
     states = {job_id: jobs.get(device.db, job_id) for job_id in ("first", "second", "third")}
     assert all(job is not None and job.state is JobState.SUCCEEDED for job in states.values()), states
     fleet.close()
+
+
+def test_a_job_recorded_before_the_database_failed_runs_on_the_next_tick(
+    device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = FleetAgent(lambda: device.config, config_path=device.path)
+    fleet(NOW)
+    real_transition = jobs.transition
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def transition(db, device_id, job_id, state, **kwargs):  # type: ignore[no-untyped-def]
+        if state is JobState.IN_PROGRESS and failures:
+            raise failures.pop()  # the job is recorded QUEUED, then the disk fills up
+        return real_transition(db, device_id, job_id, state, **kwargs)
+
+    monkeypatch.setattr(jobs, "transition", transition)
+    fleet.handle(TOPIC, signed(command("revoke", {"campaigns": [5]}, command_id="half")))
+    fleet(NOW)
+    queued = jobs.get(device.db, "half")
+    assert queued is not None and queued.state is JobState.QUEUED and fleet.pending() == 1
+    fleet(NOW + 1)
+    done = jobs.get(device.db, "half")
+    assert done is not None and done.state is JobState.SUCCEEDED and fleet.pending() == 0
+    assert device.refusals() == []  # its requeued copy is no replay
+    fleet.close()
