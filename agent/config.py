@@ -888,7 +888,8 @@ class FleetConfig(_Section):
         gt=0.0,
         le=1.0,
         description="The share of the frame rate before the swap a new model must keep during model_check_s; "
-        "below it the previous model is put back.",
+        "below it the previous model is put back, as it is when one inference of the new model takes more than "
+        "1 / model_min_rate_ratio times as long as one of the previous model.",
     )
     reference_frame: FilePath | None = Field(
         default=None,

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_BYTES = 256 * 1024
 QUIET_S = 1.0
 """``clear_artifact`` stops listening for retained chunks after this long without a new one."""
+MIN_LISTEN_S = 2.0
+"""``clear_artifact`` listens at least this long after the broker confirmed its subscription."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,8 @@ def clear_artifact(sha256: str, *, tenant: str, host: str, port: int, timeout_s:
     except InvalidTopicSegment as exc:
         raise FleetToolError(str(exc)) from None
     found: set[int] = set()
-    last_seen = [time.monotonic()]
+    subscribed = threading.Event()
+    last_seen = [0.0]
     lock = threading.Lock()
 
     def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
@@ -217,13 +220,25 @@ def clear_artifact(sha256: str, *, tenant: str, host: str, port: int, timeout_s:
                 found.add(index)
                 last_seen[0] = time.monotonic()
 
+    def on_subscribe(_c: paho.Client, _u: object, _mid: int, reasons: list[Any], _p: object) -> None:
+        if reasons and not any(reason.is_failure for reason in reasons):
+            subscribed.set()
+
     with _client(host, port) as client:
         client.on_message = on_message
-        client.subscribe(f"{prefix}/+", qos=1)
+        client.on_subscribe = on_subscribe
         deadline = time.monotonic() + timeout_s
+        client.subscribe(f"{prefix}/+", qos=1)
+        # The broker sends the retained chunks after its SUBACK: only from then on does silence mean "no more".
+        if not subscribed.wait(max(0.0, min(CONNECT_TIMEOUT_S, deadline - time.monotonic()))):
+            raise FleetToolError(f"the broker at {host}:{port} did not confirm the subscription to {prefix}/+")
+        listening_since = time.monotonic()
+        with lock:
+            last_seen[0] = max(last_seen[0], listening_since)
         while time.monotonic() < deadline:
+            now = time.monotonic()
             with lock:
-                quiet = time.monotonic() - last_seen[0] >= QUIET_S
+                quiet = now - last_seen[0] >= QUIET_S and now - listening_since >= MIN_LISTEN_S
             if quiet:
                 break
             time.sleep(0.1)

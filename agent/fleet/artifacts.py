@@ -2,7 +2,9 @@
 
 Each chunk is written at its offset (``index * chunk_size``) into ``{folder}/{sha256}.part`` and its
 index appended to ``{folder}/{sha256}.idx`` (4 bytes per chunk), so memory holds one chunk at a time
-and an agent restarted mid-way keeps what it had and waits only for the rest. A chunk longer than
+and an agent restarted mid-way keeps what it had and waits only for the rest. The index file starts
+with the chunk size and count it was written for: a staging file left by a job that cut the same
+artifact differently is started over, never resumed at the wrong offsets. A chunk longer than
 the manifest's ``chunk_size`` or beyond its count is dropped; a short or altered one is written as
 it came and caught by ``verify``: nothing of an artifact is used before its size and sha256 match
 the signed manifest. ``install`` then moves it into place by an atomic rename.
@@ -25,6 +27,9 @@ from agent.fleet.bodies import ModelBody
 logger = logging.getLogger(__name__)
 
 _INDEX = struct.Struct("<I")
+_HEADER = struct.Struct("<4sII")  # magic, chunk_size, chunks; a multiple of _INDEX.size
+_MAGIC = b"RAI1"
+STAGING_SUFFIXES = (".part", ".idx")
 
 
 class Rejection(StrEnum):
@@ -68,23 +73,32 @@ class Assembly:
 
     def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        header = _HEADER.pack(_MAGIC, self.manifest.chunk_size, self.manifest.chunks)
         if self.part.exists() and self.index_file.exists():
             data = self.index_file.read_bytes()
-            whole = len(data) - len(data) % _INDEX.size
-            indexes = {value for (value,) in _INDEX.iter_unpack(data[:whole])}
-            self._received = {i for i in indexes if i < self.manifest.chunks}
-            if self._received:
-                logger.info(
-                    "artifact %s: resuming with %d of %d chunks",
-                    self.manifest.sha256[:12],
-                    len(self._received),
-                    self.manifest.chunks,
-                )
-            return
+            if data[: _HEADER.size] == header:
+                body = data[_HEADER.size :]
+                whole = len(body) - len(body) % _INDEX.size
+                indexes = {value for (value,) in _INDEX.iter_unpack(body[:whole])}
+                self._received = {i for i in indexes if i < self.manifest.chunks}
+                if self._received:
+                    logger.info(
+                        "artifact %s: resuming with %d of %d chunks",
+                        self.manifest.sha256[:12],
+                        len(self._received),
+                        self.manifest.chunks,
+                    )
+                return
+            logger.info(
+                "artifact %s: the staging file was cut differently (not %d chunks of %d bytes); starting over",
+                self.manifest.sha256[:12],
+                self.manifest.chunks,
+                self.manifest.chunk_size,
+            )
         self.part.unlink(missing_ok=True)
         self.index_file.unlink(missing_ok=True)
         self.part.touch()
-        self.index_file.touch()
+        self.index_file.write_bytes(header)
 
     def progress(self) -> Progress:
         with self._lock:
@@ -151,3 +165,17 @@ class Assembly:
             self.part.unlink(missing_ok=True)
             self.index_file.unlink(missing_ok=True)
             self._received.clear()
+
+
+def discard_staging(folder: Path, keep: frozenset[str] = frozenset()) -> int:
+    """Remove the staging files in ``folder`` except those of the sha256s in ``keep``; how many."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for path in folder.iterdir():
+        if path.suffix in STAGING_SUFFIXES and path.stem not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        logger.info("%d staging file(s) of ended model jobs removed from %s", removed, folder)
+    return removed

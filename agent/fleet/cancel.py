@@ -3,8 +3,10 @@
 A job still QUEUED or IN_PROGRESS becomes CANCELED (its status says which command canceled it) and
 the cancel job SUCCEEDS. A job that already ended is left alone and the cancel job is REJECTED with
 reason ``already_finished`` and the job's state in its details, so the operator sees the refusal. A
-job this device has not received yet is recorded as CANCELED and its id remembered as seen, so
-the command, should it still arrive (a queued QoS 1 delivery after an outage), is refused as a replay.
+job this device has not received yet is recorded as CANCELED and its id remembered as seen (for at
+least the longest lifetime a command may have, whatever the cancel's own expiry), so the command,
+should it still arrive (a queued QoS 1 delivery after an outage), is refused as a replay; an id that
+already has a job is refused as a replay too, however long ago it was seen.
 Jobs that run across several sync ticks check their own state before each step and stop when it is
 CANCELED.
 """
@@ -18,7 +20,7 @@ from sqlite_utils import Database
 from agent.contract.payloads import JobState
 from agent.fleet import jobs, replay
 from agent.fleet.bodies import CancelBody
-from agent.fleet.commands import Command
+from agent.fleet.commands import CLOCK_SKEW_S, MAX_LIFETIME_S, Command
 from agent.storage.database import require_transaction
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ def cancel_job(db: Database, device: str, cancel: Command, body: CancelBody, now
     if target is None or not target.finished:
         jobs.transition(db, device, cancel.id, JobState.IN_PROGRESS, step="canceling", now=now)
     if target is None:
-        replay.remember(db, body.job_id, cancel.expires_at, now)
+        # The job may have been issued just now with the longest lifetime allowed: remember its id that long.
+        replay.remember(db, body.job_id, max(cancel.expires_at, now + MAX_LIFETIME_S + CLOCK_SKEW_S), now)
         jobs.create(db, device, body.job_id, UNKNOWN_TYPE, {"canceled_by": cancel.id}, cancel.expires_at, now=now)
         jobs.transition(
             db, device, body.job_id, JobState.CANCELED, reason="canceled", details={"by": cancel.id}, now=now

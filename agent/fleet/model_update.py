@@ -9,9 +9,14 @@
   running model (one that does not load ends FAILED).
 - **health_check**: the new model replaces the detector between two frames; it must find at
   least one person on the reference frame with outputs in range, then keep the pipeline at
-  ``fleet.model_min_rate_ratio`` of its rate before the swap for ``fleet.model_check_s``. Failure
+  ``fleet.model_min_rate_ratio`` of its rate before the swap for ``fleet.model_check_s``, and its
+  own mean inference time must be at most ``1 / model_min_rate_ratio`` times the previous model's
+  (the frame rate alone hides a slow model when the motion gate skips the detector). Failure
   puts the previous model back by itself and the job ends ROLLED_BACK; success records the model
-  in ``active.json`` and announces it in a new birth.
+  in ``active.json`` and announces it in a new birth. An agent restarted during staging or the
+  check ends the job ROLLED_BACK (it starts with the model it ran before), unless ``active.json``
+  already names this job: then the check had passed, the agent runs the new model and the job
+  ends SUCCEEDED.
 
 Counting goes on throughout: only the detector of the running pipeline changes.
 """
@@ -31,8 +36,8 @@ from agent.config import AgentConfig
 from agent.contract.payloads import JobState
 from agent.contract.topics import Topics, chunk_index
 from agent.fleet import jobs
-from agent.fleet.active_model import model_path
-from agent.fleet.artifacts import ArtifactRejected, Assembly
+from agent.fleet.active_model import model_path, read_active
+from agent.fleet.artifacts import ArtifactRejected, Assembly, discard_staging
 from agent.fleet.bodies import ModelBody
 from agent.fleet.commands import CommandRejected, from_document
 from agent.storage.database import transaction
@@ -42,6 +47,11 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 ARTIFACT_QOS = 1
+
+
+def staging_folder(config: AgentConfig) -> Path:
+    """Where model artifacts are assembled."""
+    return config.device.state_dir / "artifacts"
 
 
 class ModelHost(Protocol):
@@ -69,6 +79,14 @@ class ModelHost(Protocol):
 
     def frame_rate(self) -> float:
         """Frames per second over the last minute."""
+        ...
+
+    def inference_ratio(self) -> float | None:
+        """The candidate's mean inference time over the previous model's (None until both ran enough).
+
+        Measured on the detector runs themselves, so a motion gate that skips the detector on a
+        still scene (keeping the frame rate whatever the model costs) does not hide a slow model.
+        """
         ...
 
     def roll_back(self) -> None:
@@ -137,7 +155,7 @@ class ModelUpdates:
                 return jobs.transition(db, device, job_id, JobState.FAILED, reason=refusal, now=now)
         assert self.host is not None and self.subscriber is not None
         config = self.config()
-        assembly = Assembly(config.device.state_dir / "artifacts", body)
+        assembly = Assembly(staging_folder(config), body)
         topics = Topics(config.device.tenant, config.device.store, config.device.id)
         running = _Running(job_id, body, assembly, topics.artifact_chunks(body.sha256), expires_at)
         self._running = running
@@ -196,11 +214,23 @@ class ModelUpdates:
             self.start(db, job.job_id, body, job.expires_at, now)
             return True
         if job.step in ("staging", "health_check"):
+            active = read_active(self.config().device.state_dir)
+            if active is not None and active.job_id == job.job_id:
+                # The model was recorded as active (it passed) just before the restart: the agent runs it.
+                logger.info("model job %s: recorded as active before the restart; it succeeded", job.job_id)
+                with transaction(db):
+                    jobs.transition(db, device, job.job_id, JobState.SUCCEEDED, details={"recovered": True}, now=now)
+                return True
             # active.json changes only on success: the agent restarted with the model it ran before.
             with transaction(db):
                 jobs.transition(db, device, job.job_id, JobState.ROLLED_BACK, reason="interrupted", now=now)
             return True
         return False
+
+    def discard_stale_staging(self) -> int:
+        """Remove staging files no running job uses (left by jobs that ended while the agent was down)."""
+        keep = frozenset() if self._running is None else frozenset({self._running.body.sha256})
+        return discard_staging(staging_folder(self.config()), keep)
 
     def tick(self, db: Database, now: float) -> None:
         """Advance the running model job by what has happened since the last tick."""
@@ -324,6 +354,20 @@ class ModelUpdates:
             self.host.roll_back()
             self._end(db, running, JobState.ROLLED_BACK, "rate_dropped", details, now)
             return
+        slower = self.host.inference_ratio()
+        if slower is not None:
+            details = {**details, "inference_ratio_x100": round(slower * 100)}
+            if slower * ratio > 1.0:
+                logger.error(
+                    "model job %s: the new model takes %.1f times as long per inference (at most %.2f allowed); "
+                    "putting the previous model back",
+                    running.job_id,
+                    slower,
+                    1.0 / ratio,
+                )
+                self.host.roll_back()
+                self._end(db, running, JobState.ROLLED_BACK, "inference_slower", details, now)
+                return
         self.host.keep_candidate(running.job_id)
         self._end(db, running, JobState.SUCCEEDED, None, details, now)
 
@@ -343,8 +387,7 @@ class ModelUpdates:
     ) -> None:
         if self.subscriber is not None and running.swapped_at is None:
             self.subscriber.off(running.topic_filter)
-        if state is not JobState.SUCCEEDED:
-            running.assembly.discard()
+        running.assembly.discard()  # after a success the file was moved away already: this drops what is left
         self._running = None
         with transaction(db):
             jobs.transition(db, self.config().device.id, running.job_id, state, reason=reason, details=details, now=now)

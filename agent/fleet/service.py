@@ -10,7 +10,9 @@ its reason and changes nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -41,7 +43,7 @@ from agent.fleet.desired import ConfigRejected, write_desired
 from agent.fleet.model_update import ModelHost, ModelUpdates, Subscriber
 from agent.storage import audit, outbox
 from agent.storage.audit import Actor, Outcome, Role
-from agent.storage.database import fetch_all, open_database, transaction
+from agent.storage.database import StorageError, fetch_all, open_database, transaction
 from agent.sync.service import config_version
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class FleetAgent:
         self._lock = threading.Lock()
         self._db: Database | None = None
         self._recovered = False
+        self._retrying: set[str] = set()  # ids of commands put back after a database failure
         self._pruned_at = float("-inf")
         self.dropped = 0
         self.refused: dict[str, int] = {}
@@ -97,18 +100,49 @@ class FleetAgent:
         if not self._recovered:
             self._recover(db, now)
             self._recovered = True
-        with self._lock:
-            batch = list(self._pending)
-            self._pending.clear()
-        # Cancels first: a device back from an outage that finds a job and its cancel waiting never runs the job.
-        batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
-        for topic, payload, size in batch:
-            self.process(topic, payload, now, size=size)
+        self._drain(now)
         self.models.tick(db, now)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
             with transaction(db):
                 replay.forget_expired(db, now)
             self._pruned_at = time.monotonic()
+
+    def pending(self) -> int:
+        """How many received commands wait for the sync thread."""
+        with self._lock:
+            return len(self._pending)
+
+    def _drain(self, now: float) -> None:
+        """Process the waiting commands one at a time, cancels first.
+
+        A command is taken off the queue only once processed. When the database cannot be written
+        (locked past the busy timeout, disk full, I/O error) that command and all after it go back to
+        the front of the queue, in order, and wait for the next tick: each was acknowledged to the
+        broker already, so dropping them would lose them. A job the failing command had already
+        recorded is taken up on the next tick as after a restart (``_recover``: a QUEUED job runs,
+        one left IN_PROGRESS fails ``interrupted``), and its requeued copy is then not refused as a
+        replay. Any other error is a fault in that one command's handling; it is logged and dropped
+        so it cannot block the ones behind it forever.
+        """
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        # Cancels first: a device back from an outage that finds a job and its cancel waiting never runs the job.
+        batch.sort(key=lambda item: not item[0].endswith(CANCEL_TOPIC_SUFFIX))
+        for index, (topic, payload, size) in enumerate(batch):
+            try:
+                self.process(topic, payload, now, size=size)
+            except (StorageError, sqlite3.OperationalError) as exc:
+                rest = batch[index:]
+                logger.error("fleet command on %s not processed, %d kept for the next tick: %s", topic, len(rest), exc)
+                with self._lock:
+                    self._pending.extendleft(reversed(rest))
+                with contextlib.suppress(CommandRejected):  # a command that does not decode recorded nothing
+                    self._retrying.add(decode(payload)[0].id)
+                self._recovered = False  # a job recorded before the failure is taken up on the next tick
+                return
+            except Exception:
+                logger.exception("fleet command on %s failed and was dropped", topic)
 
     def close(self) -> None:
         if self._db is not None:
@@ -150,7 +184,8 @@ class FleetAgent:
             except ValueError as exc:
                 invalid = CommandRejected(Reason.BAD_BODY, str(exc), command)
         with transaction(db):
-            if not replay.remember(db, command.id, command.expires_at, now):
+            # An id with a job is a replay even once its seen-id was forgotten (e.g. canceled before it arrived).
+            if jobs.get(db, command.id) is not None or not replay.remember(db, command.id, command.expires_at, now):
                 fresh = False
             else:
                 fresh = True
@@ -171,6 +206,11 @@ class FleetAgent:
                     job = jobs.transition(
                         db, device.id, command.id, JobState.REJECTED, reason=invalid.reason.value, now=now
                     )
+        retried = command.id in self._retrying
+        self._retrying.discard(command.id)
+        if not fresh and retried:
+            logger.info("fleet command %s was recorded before the database failed; its job was taken up", command.id)
+            return jobs.get(db, command.id)
         if not fresh:
             self._refuse(db, CommandRejected(Reason.REPLAYED, "this command id was seen before", command), topic, now)
             return None
@@ -287,6 +327,8 @@ class FleetAgent:
                     jobs.transition(db, device, job.job_id, JobState.TIMED_OUT, reason="expired", now=now)
                 else:
                     jobs.transition(db, device, job.job_id, JobState.FAILED, reason="interrupted", now=now)
+
+        self.models.discard_stale_staging()
 
     def _refuse(self, db: Database, refusal: CommandRejected, topic: str, now: float) -> None:
         command = refusal.command

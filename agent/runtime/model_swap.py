@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,6 +104,13 @@ class RuntimeModels:
         self.current = current
         self._previous: Detector | None = None
         self._candidate: Detector | None = None
+        self.lock = threading.RLock()
+        """Held while the detector changes hands (a swap, a rollback, a kept candidate, a config reload)."""
+
+    @property
+    def checking(self) -> bool:
+        """A candidate replaced the detector and its health check has not ended yet."""
+        return self._previous is not None
 
     def is_listed(self, sha256: str) -> bool:
         try:
@@ -121,10 +129,11 @@ class RuntimeModels:
             raise ValueError(str(exc)) from None
 
     def swap_to_candidate(self) -> None:
-        if self._candidate is None:
-            raise RuntimeError("no candidate model is loaded")
-        self._previous, self.current = self.current, self._candidate
-        self.runtime.counting.replace_detector(self.current)
+        with self.lock:
+            if self._candidate is None:
+                raise RuntimeError("no candidate model is loaded")
+            self._previous, self.current = self.current, self._candidate
+            self.runtime.counting.replace_detector(self.current)
 
     def check_reference(self) -> str | None:
         frame = self.reference_frame()
@@ -146,37 +155,46 @@ class RuntimeModels:
     def frames_counted(self) -> int:
         return self.runtime.counting.stats.frames
 
+    def inference_ratio(self) -> float | None:
+        previous = self._previous.mean_inference_s if self._previous is not None else None
+        candidate = self.current.mean_inference_s if self._previous is not None else None
+        if previous is None or candidate is None or previous <= 0:
+            return None
+        return candidate / previous
+
     def frame_rate(self) -> float:
         return self.runtime.counting.rate.per_second()
 
     def roll_back(self) -> None:
-        if self._previous is None:
-            return
-        dropped = self.current
-        self.current, self._previous, self._candidate = self._previous, None, None
-        self.runtime.counting.replace_detector(self.current)
-        logger.warning("model %s rolled back to %s", dropped.spec.name, self.current.spec.name)
-        state_dir = self.runtime.config.device.state_dir
-        if dropped.spec.path == model_path(state_dir, dropped.spec.sha256):
-            dropped.spec.path.unlink(missing_ok=True)
+        with self.lock:
+            if self._previous is None:
+                return
+            dropped = self.current
+            self.current, self._previous, self._candidate = self._previous, None, None
+            self.runtime.counting.replace_detector(self.current)
+            logger.warning("model %s rolled back to %s", dropped.spec.name, self.current.spec.name)
+            state_dir = self.runtime.config.device.state_dir
+            if dropped.spec.path == model_path(state_dir, dropped.spec.sha256):
+                dropped.spec.path.unlink(missing_ok=True)
 
     def keep_candidate(self, job_id: str) -> None:
-        spec = self.current.spec
-        previous = self._previous.spec.sha256 if self._previous is not None else None
-        record = ActiveModel(
-            sha256=spec.sha256,
-            name=spec.name,
-            family=spec.family,
-            licence=spec.licence,
-            job_id=job_id,
-            activated_at=time.time(),
-            previous=previous,
-        )
-        state_dir = self.runtime.config.device.state_dir
-        write_active(state_dir, record)
-        self._previous, self._candidate = None, None
-        self.runtime.announce_model(spec)
-        prune_delivered(state_dir, keep={spec.sha256, previous or ""})
+        with self.lock:
+            spec = self.current.spec
+            previous = self._previous.spec.sha256 if self._previous is not None else None
+            record = ActiveModel(
+                sha256=spec.sha256,
+                name=spec.name,
+                family=spec.family,
+                licence=spec.licence,
+                job_id=job_id,
+                activated_at=time.time(),
+                previous=previous,
+            )
+            state_dir = self.runtime.config.device.state_dir
+            write_active(state_dir, record)
+            self._previous, self._candidate = None, None
+            self.runtime.announce_model(spec)
+            prune_delivered(state_dir, keep={spec.sha256, previous or ""})
 
 
 def prune_delivered(state_dir: Path, keep: set[str]) -> list[Path]:

@@ -105,6 +105,7 @@ class Runtime:
         self.counting = self._counting(config, self.pipeline)
         self.sync: SyncComponent | None = None
         self.models = RuntimeModels(self, self.pipeline.detector)
+        self._reload_deferred = False  # a reload waits for a model health check to end
         self.status = StatusWriter(self)
 
     # -- components ---------------------------------------------------------------------------------
@@ -227,10 +228,14 @@ class Runtime:
             if self.supervisor.finished("counting"):
                 logger.info("the video file has been counted to its end")
                 return
-            if self.reload_requested.is_set():
-                self.reload_requested.clear()
-                self.reload()
+            self._maybe_reload()
             self.stop.wait(LOOP_S)
+
+    def _maybe_reload(self) -> None:
+        """Reload when asked, or when a reload put off by a model health check may now be applied."""
+        if self.reload_requested.is_set() or (self._reload_deferred and not self.models.checking):
+            self.reload_requested.clear()
+            self.reload()
 
     def _step(self) -> bool:
         """One supervision step and status write; False when a required component is past its budget."""
@@ -263,11 +268,25 @@ class Runtime:
         return applied
 
     def _apply(self, path: Path) -> bool:
+        # No model swap starts half-way through a reload. The sync component (whose thread runs the
+        # model job and may wait for this lock) is replaced only after the lock is released.
+        with self.models.lock:
+            applied = self._apply_locked(path)
+        if applied is None:
+            return False
+        old, changed, detector = applied
+        if not changed:
+            return True
+        self._replace_sync(old, self.config, changed, detector)
+        logger.info("config reloaded: %s changed", ", ".join(sorted(changed)))
+        return True
+
+    def _apply_locked(self, path: Path) -> tuple[AgentConfig, set[str], Detector | None] | None:
         try:
             new = load_config(path)
         except ConfigError as exc:
             logger.error("config not reloaded, the running config stays in force: %s", exc)
-            return False
+            return None
         old = self.config
         changed = changed_sections(old, new)
         if old.device != new.device or old.database_path != new.database_path:
@@ -275,15 +294,26 @@ class Runtime:
                 "config not reloaded: [device] and storage.database cannot change while the agent runs; "
                 "restart the service to apply them"
             )
-            return False
+            return None
         if not changed:
             logger.info("config reloaded: nothing changed")
-            return True
+            return old, changed, None
+        if changed & ({"detector"} | COUNTING_SECTIONS) and self.models.checking:
+            # The candidate model under its health check must stay the detector the check measures and
+            # keep_candidate records: the new detector settings wait until the check has ended.
+            if not self._reload_deferred:
+                logger.warning(
+                    "config reload (%s changed) put off until the model health check ends",
+                    ", ".join(sorted(changed)),
+                )
+            self._reload_deferred = True
+            return None
+        self._reload_deferred = False
         try:
             detector = self._reloaded_detector(new) if "detector" in changed else None
         except ModelError as exc:
             logger.error("config not reloaded: detector: %s; the running config stays in force", exc)
-            return False
+            return None
         self.config = new
         self.status.config = new
         if detector is not None:
@@ -291,8 +321,7 @@ class Runtime:
         if "logging" in changed:
             set_level(new.logging.level)
         self._replace_components(old, new, changed, detector)
-        logger.info("config reloaded: %s changed", ", ".join(sorted(changed)))
-        return True
+        return old, changed, detector
 
     def _reloaded_detector(self, new: AgentConfig) -> Detector:
         """The detector for a changed ``[detector]``: a delivered model in use stays (with the new settings)."""
@@ -320,6 +349,9 @@ class Runtime:
             self.supervisor.runner("retention").replace(retention(new))
         if changed & SCANNING_SECTIONS:
             self._swap("scanning", self._scanning(new), budget)
+
+    def _replace_sync(self, old: AgentConfig, new: AgentConfig, changed: set[str], detector: Detector | None) -> None:
+        budget = budget_of(new)
         if changed & (SYNC_SECTIONS | {"detector"}):
             if old.mqtt is None and new.mqtt is not None and "store sharing" not in self.dispatcher.task_names:
                 share_store_redemptions(self.dispatcher, new)

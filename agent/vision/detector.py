@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +225,9 @@ class Detector:
         self.nms_iou = nms_iou
         self._session = self._open(spec, threads)
         self._input = self._session.get_inputs()[0].name
+        self._calls = 0
+        self._timed_runs = 0
+        self._timed_s = 0.0
         if spec.family == "yolox":
             self._size = spec.input_size or self._static_size() or YOLOX_DEFAULT_SIZE
             self._outputs = [self._session.get_outputs()[0].name]
@@ -273,13 +277,25 @@ class Detector:
         """Person boxes in pixels of this frame (HxWx3 uint8 BGR)."""
         frame = check_frame(frame_bgr)
         height, width = frame.shape[:2]
+        started = time.perf_counter()
         if self.spec.family == "yolox":
             xyxy, scores = self._detect_yolox(frame)
         elif self.tiles == 1:
             xyxy, scores = self._detect_ssd(frame)
         else:
             xyxy, scores = self._detect_tiles(frame)
+        elapsed = time.perf_counter() - started
+        self._calls += 1
+        if self._calls > 1:  # the first run warms the session up and says little of the model's speed
+            self._timed_runs += 1
+            self._timed_s += elapsed
         return _clip(xyxy, scores, height, width)
+
+    @property
+    def mean_inference_s(self) -> float | None:
+        """Mean time of one ``detect`` (all but the first call), or None before the second call."""
+        runs, total = self._timed_runs, self._timed_s
+        return total / runs if runs else None
 
     def _detect_yolox(self, frame: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
         image, box = letterbox(frame, self._size)

@@ -1,4 +1,4 @@
-"""``retail-provision fleet rollout start|resume|status|cancel``: argument parsing and exit codes.
+"""``retail-provision fleet rollout start|resume|status|cancel|clear``: argument parsing and exit codes.
 
 Exit codes: 0 the rollout ended with every job SUCCEEDED (``status``: read fine); 1 it was
 aborted at its failure threshold, canceled, or ended with some jobs not succeeded; 2 bad input.
@@ -21,6 +21,7 @@ from provisioning.rollout.runner import (
     Runner,
     cancel,
     check_rollout_id,
+    clear_statuses,
     job_topics,
     new_rollout,
     wait_for_statuses,
@@ -152,8 +153,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_NOT_ALL
 
 
+def cmd_clear(args: argparse.Namespace) -> int:
+    path = Path(args.state)
+    state = state_file.load(path)
+    host, port = parse_broker(state.broker)
+    with BrokerLink(host, port) as link:
+        clear_statuses(state, link, _show)
+    return EXIT_OK
+
+
 def add_rollout_parser(fleet_commands: Any) -> None:
-    """Register ``rollout start|resume|status|cancel`` under ``retail-provision fleet``."""
+    """Register ``rollout start|resume|status|cancel|clear`` under ``retail-provision fleet``."""
     rollout = fleet_commands.add_parser(
         "rollout",
         help="one job to many devices in waves, with an abort threshold; resumable",
@@ -198,3 +208,12 @@ def add_rollout_parser(fleet_commands: Any) -> None:
     stop.add_argument("--key", required=True, metavar="FILE", help="the fleet private key (fleet.key)")
     stop.add_argument("--wait", type=float, default=10.0, metavar="S", help="wait for the cancellations (default 10)")
     stop.set_defaults(func=cmd_cancel)
+    clear = actions.add_parser(
+        "clear",
+        help="remove the rollout's retained job statuses from the broker (once it has ended)",
+        description="Publish an empty retained message on every job status topic of the rollout (and of "
+        "the cancels it sent), so the broker stops keeping them. status reads nothing afterwards; the "
+        "devices still refuse the rollout's job ids as replays, so do not reuse its --id.",
+    )
+    clear.add_argument("--state", required=True, metavar="FILE")
+    clear.set_defaults(func=cmd_clear)

@@ -161,9 +161,9 @@ class BrokerLink:
                 return
             time.sleep(SETTLE_S - quiet)
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish with QoS 1 and wait until the broker has it."""
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         try:
             info.wait_for_publish(CONNECT_TIMEOUT_S)
         except (RuntimeError, ValueError) as exc:

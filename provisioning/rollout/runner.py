@@ -226,3 +226,31 @@ def wait_for_statuses(state: RolloutState, path: Path, link: BrokerLink, wait_s:
         time.sleep(POLL_S)
     state_file.save(state, path)
     report(render(state))
+
+
+def status_topics(state: RolloutState) -> list[str]:
+    """The retained status topics of the rollout's jobs and of the cancels sent for them."""
+    topics = job_topics(state)
+    by_job = {entry.job_id: entry for entry in state.entries()}
+    for cancel_id in state.cancel_sent:
+        job_id = cancel_id.rpartition("-c")[0]
+        entry = by_job.get(job_id)
+        if entry is not None:
+            topics.append(Topics(state.tenant, entry.store, entry.device).jobs(cancel_id))
+    return topics
+
+
+def clear_statuses(state: RolloutState, link: BrokerLink, report: Report) -> int:
+    """Remove the rollout's retained job statuses from the broker (empty retained messages); how many topics.
+
+    Refused while the rollout runs: its waves are judged on those statuses.
+    """
+    if state.status == "running":
+        raise FleetToolError(
+            f"rollout {state.rollout_id} is still running: let it end or cancel it before clearing its statuses"
+        )
+    topics = status_topics(state)
+    for topic in topics:
+        link.publish(topic, b"", retain=True)
+    report(f"rollout {state.rollout_id}: {len(topics)} retained job status topic(s) cleared")
+    return len(topics)

@@ -194,6 +194,9 @@ class StandInDetector:
     def frame_rate(self) -> float:
         return 10.0
 
+    def inference_ratio(self) -> float | None:
+        return None  # no inference here: the rate check alone decides
+
     def roll_back(self) -> None:
         self.candidate = None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.contract.topics import InvalidTopicSegment, Topics, artifact_chunk, chunk_index
-from agent.fleet.artifacts import ArtifactRejected, Assembly, Rejection
+from agent.fleet.artifacts import ArtifactRejected, Assembly, Rejection, discard_staging
 from agent.fleet.bodies import ModelBody, parse_body
 
 CHUNK = 1024
@@ -110,3 +110,32 @@ def test_artifact_topics() -> None:
     assert chunk_index(f"retail/v1/acme/_artifacts/{sha}/x") is None
     with pytest.raises(InvalidTopicSegment):
         artifact_chunk("acme", "AB" * 32, 0)
+
+
+def test_a_staging_file_cut_in_other_chunks_is_started_over_not_resumed(tmp_path: Path) -> None:
+    data = os.urandom(8 * CHUNK)
+    old = Assembly(tmp_path, manifest_of(data, CHUNK))
+    old_parts = chunks_of(data, CHUNK)
+    for index in (0, 1, 3):
+        old.accept(index, old_parts[index])
+    # A later job for the same artifact cuts it in chunks twice as large.
+    manifest = manifest_of(data, 2 * CHUNK)
+    fresh = Assembly(tmp_path, manifest)
+    assert fresh.progress().received == 0
+    for index, part in enumerate(chunks_of(data, 2 * CHUNK)):
+        assert fresh.accept(index, part)
+    fresh.verify()
+    assert fresh.part.read_bytes() == data
+
+
+def test_discarding_staging_keeps_only_the_artifacts_asked_for(tmp_path: Path) -> None:
+    kept_data, stale_data = os.urandom(2 * CHUNK), os.urandom(2 * CHUNK)
+    kept = Assembly(tmp_path, manifest_of(kept_data))
+    stale = Assembly(tmp_path, manifest_of(stale_data))
+    kept.accept(0, kept_data[:CHUNK])
+    stale.accept(0, stale_data[:CHUNK])
+    (tmp_path / "unrelated.txt").write_text("x")
+    assert discard_staging(tmp_path, frozenset({kept.manifest.sha256})) == 2
+    assert kept.part.exists() and kept.index_file.exists()
+    assert not stale.part.exists() and not stale.index_file.exists()
+    assert (tmp_path / "unrelated.txt").exists()

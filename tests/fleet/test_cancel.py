@@ -8,7 +8,7 @@ from fleet_helpers import NOW, command, device_toml, signed
 
 from agent.config import AgentConfig, load_config
 from agent.contract.payloads import JobState
-from agent.fleet import jobs
+from agent.fleet import jobs, replay
 from agent.fleet.service import FleetAgent
 from agent.storage.audit import entries
 from agent.storage.database import fetch_all, transaction
@@ -117,3 +117,28 @@ def test_a_job_and_its_cancel_waiting_together_never_run_the_job(tmp_path: Path)
     assert device.job("cfg-9").state is JobState.CANCELED
     assert device.job("cancel-9").state is JobState.SUCCEEDED
     assert device.path.read_bytes() == before
+
+
+def test_a_long_lived_job_canceled_before_it_arrives_is_refused_after_the_cancel_is_forgotten(tmp_path: Path) -> None:
+    device = Device(tmp_path)
+    done = device.send(signed(command("cancel", {"job_id": "model-late"}, command_id="cancel-7", ttl=600)))
+    assert done is not None and done.state is JobState.SUCCEEDED
+    later = NOW + 20 * 86_400  # the cancel expired long ago, the 30-day job is still valid
+    with transaction(device.db):
+        replay.forget_expired(device.db, later)
+    late = signed(command("ping", command_id="model-late", ttl=30 * 86_400))
+    assert device.send(late, now=later) is None
+    assert device.job("model-late").state is JobState.CANCELED
+    refused = [e for e in entries(device.db, action="fleet_command") if e.subject == "cmd:model-late"]
+    assert [e.detail.get("reason") for e in refused] == ["replayed"]
+
+
+def test_an_id_that_already_has_a_job_is_refused_as_a_replay_even_when_its_seen_id_is_gone(tmp_path: Path) -> None:
+    device = Device(tmp_path)
+    device.send(signed(command("cancel", {"job_id": "ping-gone"}, command_id="cancel-8")))
+    with transaction(device.db):
+        device.db.execute("DELETE FROM fleet_commands_seen WHERE id = 'ping-gone'")
+    assert device.send(signed(command("ping", command_id="ping-gone"))) is None
+    assert device.job("ping-gone").state is JobState.CANCELED
+    refused = [e for e in entries(device.db, action="fleet_command") if e.subject == "cmd:ping-gone"]
+    assert [e.detail.get("reason") for e in refused] == ["replayed"]

@@ -16,7 +16,7 @@ from fleet_helpers import NOW, command, device_toml, signed
 from agent.config import AgentConfig, load_config
 from agent.contract.payloads import JobState
 from agent.fleet import jobs
-from agent.fleet.active_model import model_path
+from agent.fleet.active_model import ActiveModel, model_path, write_active
 from agent.fleet.service import FleetAgent
 from agent.sync.transport import MessageHandler
 
@@ -34,6 +34,7 @@ class ScriptedHost:
         self.candidate: str | None = None
         self.swapped_at: float | None = None
         self.events: list[str] = []
+        self.slower: float | None = 1.0  # the candidate's inference time over the previous model's
 
     def is_listed(self, sha256: str) -> bool:
         return False
@@ -59,6 +60,9 @@ class ScriptedHost:
 
     def frame_rate(self) -> float:
         return self.fps
+
+    def inference_ratio(self) -> float | None:
+        return self.slower if self.swapped_at is not None else None
 
     def roll_back(self) -> None:
         self.swapped_at = None
@@ -153,6 +157,38 @@ def test_a_model_that_keeps_the_rate_is_kept(tmp_path: Path) -> None:
     assert subs.handlers == {}  # no longer subscribed to the chunks
 
 
+def test_a_model_slow_per_inference_is_rolled_back_though_the_gated_frame_rate_held(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock, fps=10.0, fps_after=10.0)  # a still scene: the gate keeps the frame rate
+    host.slower = 10.0
+    agent, _config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "heavy"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    clock[0] += 6.0
+    agent(NOW + 6)
+    job = state_of(agent, "heavy")
+    assert job.state is JobState.ROLLED_BACK and job.reason == "inference_slower"
+    assert job.details["inference_ratio_x100"] == 1000 and job.details["fps_x100"] == 1000
+    assert host.events[-1] == "roll_back" and host.current == "0" * 64
+
+
+def test_a_model_a_little_slower_per_inference_is_kept(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    host.slower = 1.2  # within 1 / model_min_rate_ratio (0.8)
+    agent, _config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "light"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    clock[0] += 6.0
+    agent(NOW + 6)
+    job = state_of(agent, "light")
+    assert job.state is JobState.SUCCEEDED and job.details["inference_ratio_x100"] == 120
+
+
 def test_a_download_that_does_not_finish_before_the_job_expires_times_out(tmp_path: Path) -> None:
     clock = [0.0]
     host = ScriptedHost(clock)
@@ -185,6 +221,82 @@ def test_a_restart_during_the_health_check_leaves_the_previous_model_and_rolls_b
     job = state_of(restarted, "cut")
     assert job.state is JobState.ROLLED_BACK and job.reason == "interrupted"
     assert again.current == "0" * 64 and again.events == []
+
+
+def test_a_download_that_expired_while_the_agent_was_down_leaves_no_staging_files(tmp_path: Path) -> None:
+    clock = [0.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(4 * CHUNK)
+    agent.process(TOPIC, model_command(data, "gone", ttl=60), NOW)
+    deliver(subs, data, range(2))
+    staging = config.device.state_dir / "artifacts"
+    assert sorted(path.suffix for path in staging.iterdir()) == [".idx", ".part"]
+    agent.close()
+
+    restarted, _config, _subs = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 3600)
+    job = state_of(restarted, "gone")
+    assert job.state is JobState.FAILED and job.reason == "interrupted"
+    assert list(staging.iterdir()) == []
+
+
+def test_a_restart_mid_download_keeps_the_staging_files_of_the_job_it_resumes(tmp_path: Path) -> None:
+    clock = [0.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(4 * CHUNK)
+    agent.process(TOPIC, model_command(data, "resumed"), NOW)
+    deliver(subs, data, range(2))
+    agent.close()
+
+    restarted, _config, subs_again = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 1)
+    job = state_of(restarted, "resumed")
+    assert job.state is JobState.IN_PROGRESS and job.details["received"] == 2
+    assert len(list((config.device.state_dir / "artifacts").iterdir())) == 2
+    deliver(subs_again, data, range(2, 4))
+    clock[0] += 1.0
+    restarted(NOW + 2)
+    assert state_of(restarted, "resumed").step == "health_check"
+
+
+def test_a_restart_after_the_model_was_recorded_active_ends_the_job_succeeded(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "kept"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    assert state_of(agent, "kept").step == "health_check"
+    sha = hashlib.sha256(data).hexdigest()
+    # The check passed and active.json was written; the agent stopped before the job's last status.
+    record = ActiveModel(sha, "model-x", "ssd", "MIT", "kept", NOW, None)
+    write_active(config.device.state_dir, record)
+    agent.close()
+
+    restarted, _config, _subs = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 1)
+    job = state_of(restarted, "kept")
+    assert job.state is JobState.SUCCEEDED and job.details == {"recovered": True}
+
+
+def test_a_restart_with_an_older_job_recorded_active_still_rolls_back(tmp_path: Path) -> None:
+    clock = [100.0]
+    host = ScriptedHost(clock)
+    agent, config, subs = setup(tmp_path, host, clock)
+    data = os.urandom(2 * CHUNK)
+    agent.process(TOPIC, model_command(data, "newer"), NOW)
+    deliver(subs, data)
+    agent(NOW)
+    write_active(config.device.state_dir, ActiveModel("a" * 64, "older", "ssd", "MIT", "older-job", NOW - 99, None))
+    agent.close()
+
+    restarted, _config, _subs = setup(tmp_path, ScriptedHost(clock), clock)
+    restarted(NOW + 1)
+    job = state_of(restarted, "newer")
+    assert job.state is JobState.ROLLED_BACK and job.reason == "interrupted"
 
 
 class BrokenHost(ScriptedHost):

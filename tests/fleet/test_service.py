@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,3 +227,54 @@ def test_a_desired_config_cannot_drop_the_fleet_section(device: Device) -> None:
     assert job is not None and job.state is JobState.SUCCEEDED
     # Left out, the section is kept: the device still takes fleet commands with the same key.
     assert load_config(device.path).fleet == device.config.fleet
+
+
+def test_a_command_failing_on_a_locked_database_is_kept_with_those_after_it(device: Device) -> None:
+    first = signed(command("revoke", {"campaigns": [1]}, command_id="first"))
+    second = signed(command("revoke", {"campaigns": [2]}, command_id="second"))
+    third = signed(command("revoke", {"campaigns": [3]}, command_id="third"))
+    fleet = FleetAgent(lambda: device.config, config_path=device.path)
+    fleet._database()  # recovery and migrations before the lock
+    fleet(NOW)
+    for name, payload in (("first", first), ("second", second), ("third", third)):
+        fleet.handle(f"retail/v1/acme/store-042/till-1/cmd/{name}", payload)
+    # Another writer holds the database past the busy timeout: the first command cannot be recorded.
+    fleet._database().conn.execute("PRAGMA busy_timeout = 50")
+    blocker = sqlite3.connect(device.config.database_path, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        fleet(NOW)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert fleet.pending() == 3
+    fleet(NOW + 1)
+    assert fleet.pending() == 0
+    states = {job_id: jobs.get(device.db, job_id) for job_id in ("first", "second", "third")}
+    assert all(job is not None and job.state is JobState.SUCCEEDED for job in states.values()), states
+    fleet.close()
+
+
+def test_a_job_recorded_before_the_database_failed_runs_on_the_next_tick(
+    device: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = FleetAgent(lambda: device.config, config_path=device.path)
+    fleet(NOW)
+    real_transition = jobs.transition
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def transition(db, device_id, job_id, state, **kwargs):  # type: ignore[no-untyped-def]
+        if state is JobState.IN_PROGRESS and failures:
+            raise failures.pop()  # the job is recorded QUEUED, then the disk fills up
+        return real_transition(db, device_id, job_id, state, **kwargs)
+
+    monkeypatch.setattr(jobs, "transition", transition)
+    fleet.handle(TOPIC, signed(command("revoke", {"campaigns": [5]}, command_id="half")))
+    fleet(NOW)
+    queued = jobs.get(device.db, "half")
+    assert queued is not None and queued.state is JobState.QUEUED and fleet.pending() == 1
+    fleet(NOW + 1)
+    done = jobs.get(device.db, "half")
+    assert done is not None and done.state is JobState.SUCCEEDED and fleet.pending() == 0
+    assert device.refusals() == []  # its requeued copy is no replay
+    fleet.close()

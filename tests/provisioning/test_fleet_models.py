@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from sync_broker import Broker, mosquitto_available
 
 from agent.fleet.commands import canonical_bytes
 from provisioning import cli
-from provisioning.fleet_models import artifact_manifest, model_command
+from provisioning.fleet_models import artifact_manifest, clear_artifact, model_command, publish_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +120,63 @@ def test_bad_operator_input_is_refused_with_a_message(
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+class SlowLink:
+    """A TCP relay to the broker that holds back the broker's first reply (the CONNACK) for ``delay_s``."""
+
+    def __init__(self, broker: Broker, delay_s: float) -> None:
+        self.broker = broker
+        self.delay_s = delay_s
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        try:
+            client, _ = self.server.accept()
+        except OSError:
+            return
+        upstream = socket.create_connection((self.broker.host, self.broker.port))
+        for source, sink, delay in ((client, upstream, 0.0), (upstream, client, self.delay_s)):
+            thread = threading.Thread(target=self._pump, args=(source, sink, delay), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, delay_s: float) -> None:
+        first = True
+        try:
+            while data := source.recv(65536):
+                if first and delay_s:
+                    time.sleep(delay_s)
+                first = False
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.server.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def test_clear_artifact_over_a_slow_connection_still_clears_every_chunk(broker: Broker, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    data = os.urandom(5000)
+    model.write_bytes(data)
+    manifest = publish_artifact(model, tenant="acme", host=broker.host, port=broker.port, chunk_size=2048)
+    assert len(retained(broker, SHA_FILTER.format(sha=manifest.sha256))) == 3
+    link = SlowLink(broker, delay_s=1.5)  # longer than the quiet period
+    try:
+        cleared = clear_artifact(manifest.sha256, tenant="acme", host="127.0.0.1", port=link.port)
+    finally:
+        link.close()
+    assert cleared == 3
+    assert retained(broker, SHA_FILTER.format(sha=manifest.sha256)) == {}

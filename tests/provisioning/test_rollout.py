@@ -27,6 +27,10 @@ from agent.sync.mqtt import PahoTransport
 from agent.sync.service import SyncService
 from provisioning import cli
 from provisioning.rollout import state as state_file
+from provisioning.rollout.jobs import JobSpec
+from provisioning.rollout.runner import job_topics, new_rollout
+from provisioning.rollout.targets import DeviceRef
+from provisioning.rollout.waves import parse_waves
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -320,3 +324,50 @@ def test_a_model_rollout_publishes_the_chunks_once_and_sends_the_model_job(
         )
     finally:
         chunks.close()
+
+
+def test_clear_removes_the_retained_statuses_of_an_ended_rollout(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devices = [fleet.add("store-1", f"till-{i}") for i in range(2)]
+    state_path = tmp_path / "rollout.json"
+    assert cli.main([*fleet.start_args(state_path, "cfg8", "--devices", str(fleet.device_list(devices)))]) == 0
+    for device in devices:
+        device.halt()  # no device republishes a status meanwhile
+    expected = set(job_topics(state_file.load(state_path)))
+    readers = iter(range(100))
+
+    def retained_statuses() -> set[str]:
+        reader = Subscriber(fleet.broker, client_id=f"status-reader-{next(readers)}")
+        reader.connect().subscribe("retail/v1/acme/store-1/+/jobs/#")
+        received = reader.wait_for(lambda got: {m.topic for m in got} >= expected, timeout=1.5)
+        reader.close()
+        return {m.topic for m in received if m.retain and m.payload}
+
+    assert retained_statuses() == expected and len(expected) == 2
+    capsys.readouterr()
+    assert cli.main(["fleet", "rollout", "clear", "--state", str(state_path)]) == 0
+    assert "2 retained job status topic(s) cleared" in capsys.readouterr().out
+    assert retained_statuses() == set()
+    assert state_file.load(state_path).status == "done"  # the state file keeps the outcome
+
+
+def test_clear_is_refused_while_the_rollout_runs(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_path = tmp_path / "rollout.json"
+    state = new_rollout(
+        "run1",
+        tenant="acme",
+        broker=f"{fleet.broker.host}:{fleet.broker.port}",
+        job=JobSpec("ping", {}),
+        targets=[DeviceRef("store-1", "till-0")],
+        marks=parse_waves("100%"),
+        max_failure_rate=0.1,
+        wave_timeout_s=10,
+        soak_s=0,
+        ttl_s=600,
+    )
+    state_file.save(state, state_path)
+    assert cli.main(["fleet", "rollout", "clear", "--state", str(state_path)]) == 2
+    assert "still running" in capsys.readouterr().err

@@ -13,7 +13,14 @@ import pytest
 
 from agent.config import AgentConfig, load_config
 from agent.fleet.active_model import ActiveModel, model_path, write_active
-from agent.runtime.model_swap import active_detector, detections_sane, make_detector, prune_delivered
+from agent.runtime.model_swap import (
+    RuntimeModels,
+    active_detector,
+    detections_sane,
+    make_detector,
+    prune_delivered,
+)
+from agent.vision.detector import Detector
 from agent.vision.models import load_manifest, resolve_model
 
 
@@ -75,3 +82,43 @@ def test_pruning_keeps_the_model_in_use_and_the_one_before(tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
         [f"{shas[2]}.onnx", f"{shas[3]}.onnx", "yolox_nano.onnx"]
     )
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.detectors: list[Detector] = []
+
+    def replace_detector(self, detector: Detector) -> None:
+        self.detectors.append(detector)
+
+
+class _Runtime:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.counting = _Counting()
+
+    def announce_model(self, spec: object) -> None:
+        pass
+
+
+def test_a_candidate_slower_per_inference_shows_in_the_inference_ratio(
+    tmp_path: Path, person_frame: np.ndarray
+) -> None:
+    config = config_at(tmp_path)
+    spec = resolve_model(load_manifest().default)
+    previous = Detector(spec, threads=1, tiles=1)
+    heavy = Detector(spec, threads=1, tiles=3)  # nine inferences a frame: the same model, much slower
+    assert previous.mean_inference_s is None
+    for _ in range(4):
+        previous.detect(person_frame)
+    assert previous.mean_inference_s is not None and previous.mean_inference_s > 0
+    models = RuntimeModels(_Runtime(config), previous)  # type: ignore[arg-type]
+    models._candidate = heavy
+    models.swap_to_candidate()
+    assert models.inference_ratio() is None  # the candidate has not run yet
+    for _ in range(4):
+        heavy.detect(person_frame)
+    ratio = models.inference_ratio()
+    assert ratio is not None and ratio > 3.0
+    models.roll_back()
+    assert models.inference_ratio() is None

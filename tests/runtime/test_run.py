@@ -27,6 +27,8 @@ from runtime_fixtures import agent_toml, coupon_clip
 
 from agent.config import load_config
 from agent.coupons.token import Coupon, issue_token, new_serial
+from agent.fleet.active_model import read_active
+from agent.runtime.model_swap import make_detector
 from agent.runtime.run import Runtime, run_agent
 from agent.vision.pipeline import FrameResult
 
@@ -328,3 +330,30 @@ def test_a_reload_that_changes_only_the_detector_swaps_it_without_restarting_cou
     # every frame is either counted or reported dropped, none vanishes.
     assert counted + status["dropped_frames"] == 60
     assert counted >= 30
+
+
+def test_a_detector_reload_waits_for_the_model_health_check_to_end(
+    tmp_path: Path, synthetic_clip: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = config_file(tmp_path, synthetic_clip(10))
+    runtime = Runtime(load_config(path), threading.Event(), config_path=path)
+    before = runtime.models.current
+    candidate = make_detector(runtime.config, before.spec)
+    runtime.models._candidate = candidate
+    runtime.models.swap_to_candidate()  # the health check of a delivered model is under way
+    path.write_text(path.read_text() + "\n[detector]\nthreads = 2\n")
+    runtime.reload_requested.set()
+    with caplog.at_level(logging.INFO):
+        runtime._maybe_reload()
+        assert runtime.models.current is candidate and runtime.config.detector.threads == 1
+        assert "put off until the model health check ends" in caplog.text
+        runtime._maybe_reload()  # still under check: nothing is applied
+        assert runtime.config.detector.threads == 1
+
+        runtime.models.keep_candidate("job-1")
+        record = read_active(runtime.config.device.state_dir)
+        assert record is not None and record.job_id == "job-1" and record.sha256 == candidate.spec.sha256
+        runtime._maybe_reload()  # the check ended: the reload put off is applied now
+    assert runtime.config.detector.threads == 2
+    assert runtime.models.current is not candidate and runtime.models.current.threads == 2
+    assert "config reloaded: detector changed" in caplog.text
