@@ -259,7 +259,6 @@ class ModelUpdates:
     # -- steps --------------------------------------------------------------------------------------
 
     def _download(self, db: Database, running: _Running, now: float) -> None:
-        device = self.config().device.id
         progress = running.assembly.progress()
         if not progress.complete:
             if now >= running.expires_at:
@@ -268,38 +267,19 @@ class ModelUpdates:
             tick = self._clock()
             if progress.received != running.reported and tick - running.reported_at >= PROGRESS_INTERVAL_S:
                 running.reported, running.reported_at = progress.received, tick
-                with transaction(db):
-                    jobs.transition(
-                        db,
-                        device,
-                        running.job_id,
-                        JobState.IN_PROGRESS,
-                        step="downloading",
-                        details={"received": progress.received, "chunks": progress.chunks},
-                        now=now,
-                    )
+                self._step(db, running, "downloading", now, {"received": progress.received, "chunks": progress.chunks})
             return
         assert self.subscriber is not None and self.host is not None
         self.subscriber.off(running.topic_filter)
         body = running.body
-        with transaction(db):
-            jobs.transition(
-                db,
-                device,
-                running.job_id,
-                JobState.IN_PROGRESS,
-                step="verifying",
-                details={"received": progress.received, "chunks": progress.chunks},
-                now=now,
-            )
+        self._step(db, running, "verifying", now, {"received": progress.received, "chunks": progress.chunks})
         try:
             running.assembly.verify()
         except ArtifactRejected as exc:
             logger.error("model job %s: the artifact is refused: %s", running.job_id, exc)
             self._end(db, running, JobState.FAILED, exc.reason.value, {}, now)
             return
-        with transaction(db):
-            jobs.transition(db, device, running.job_id, JobState.IN_PROGRESS, step="staging", now=now)
+        self._step(db, running, "staging", now)
         target = running.assembly.install(model_path(self.config().device.state_dir, body.sha256))
         name = body.name or f"model-{body.sha256[:12]}"
         try:
@@ -309,8 +289,7 @@ class ModelUpdates:
             target.unlink(missing_ok=True)
             self._end(db, running, JobState.FAILED, "model_not_loadable", {}, now)
             return
-        with transaction(db):
-            jobs.transition(db, device, running.job_id, JobState.IN_PROGRESS, step="health_check", now=now)
+        self._step(db, running, "health_check", now)
         running.rate_before = self.host.frame_rate()
         self.host.swap_to_candidate()
         running.notes["swapped"] = 1
@@ -381,6 +360,15 @@ class ModelUpdates:
         running.assembly.discard()
         self._running = None
         logger.warning("model job %s canceled%s", running.job_id, "; the previous model is back" if swapped else "")
+
+    def _step(
+        self, db: Database, running: _Running, step: str, now: float, details: jobs.Details | None = None
+    ) -> None:
+        """Report the running job IN_PROGRESS at ``step``."""
+        with transaction(db):
+            jobs.transition(
+                db, self.config().device.id, running.job_id, JobState.IN_PROGRESS, step=step, details=details, now=now
+            )
 
     def _end(
         self, db: Database, running: _Running, state: JobState, reason: str | None, details: jobs.Details, now: float
