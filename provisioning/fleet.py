@@ -19,7 +19,8 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,33 @@ def jobs_filter(tenant: str, job_id: str) -> str:
     return f"{ROOT}/{VERSION}/{tenant}/+/+/jobs/{job_id}"
 
 
+@contextmanager
+def connected_client(host: str, port: int) -> Iterator[paho.Client]:
+    """A paho client connected to the broker at ``host:port`` with its network loop running;
+    FleetToolError when the broker cannot be reached or does not accept the connection."""
+    connected = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"retail-provision-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(64)
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        if not reason.is_failure:
+            connected.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as exc:
+        raise FleetToolError(f"cannot reach the broker at {host}:{port}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(CONNECT_TIMEOUT_S):
+            raise FleetToolError(f"the broker at {host}:{port} did not accept the connection")
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def send_command(
     payload: bytes,
     topic: str,
@@ -136,13 +164,7 @@ def send_command(
     Returns the statuses received (each decoded JSON). FleetToolError when the broker cannot be reached.
     """
     statuses: queue.Queue[dict[str, Any]] = queue.Queue()
-    connected = threading.Event()
     subscribed = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"retail-provision-{uuid.uuid4().hex[:8]}")
-
-    def on_connect(c: paho.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if not reason.is_failure:
-            connected.set()
 
     def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         try:
@@ -152,17 +174,9 @@ def send_command(
         if isinstance(status, dict):
             statuses.put(status)
 
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *_args: subscribed.set()
-    client.on_message = on_message
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as exc:
-        raise FleetToolError(f"cannot reach the broker at {host}:{port}: {exc}") from None
-    client.loop_start()
-    try:
-        if not connected.wait(CONNECT_TIMEOUT_S):
-            raise FleetToolError(f"the broker at {host}:{port} did not accept the connection")
+    with connected_client(host, port) as client:
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.on_message = on_message
         if wait_job is not None:
             client.subscribe(jobs_filter(*wait_job), qos=1)
             subscribed.wait(CONNECT_TIMEOUT_S)
@@ -181,9 +195,6 @@ def send_command(
             if status.get("state") in TERMINAL_STATES:
                 break
         return received
-    finally:
-        client.loop_stop()
-        client.disconnect()
 
 
 def sign(command: Command, key_path: Path) -> bytes:

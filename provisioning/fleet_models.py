@@ -17,20 +17,25 @@ import logging
 import math
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.contract.topics import InvalidTopicSegment, artifact_chunk, artifact_prefix, chunk_index
 from agent.fleet.bodies import MAX_CHUNK_BYTES, MAX_MODEL_BYTES, MIN_CHUNK_BYTES
 from agent.fleet.commands import Command
-from provisioning.fleet import CONNECT_TIMEOUT_S, FleetToolError, build_command, command_topic, send_command, sign
+from provisioning.fleet import (
+    CONNECT_TIMEOUT_S,
+    FleetToolError,
+    build_command,
+    command_topic,
+    connected_client,
+    send_command,
+    sign,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,31 +86,6 @@ def artifact_manifest(path: Path, chunk_size: int = DEFAULT_CHUNK_BYTES) -> Arti
     return ArtifactManifest(digest.hexdigest(), size, math.ceil(size / chunk_size), chunk_size)
 
 
-@contextmanager
-def _client(host: str, port: int) -> Iterator[paho.Client]:
-    connected = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"retail-provision-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(64)
-
-    def on_connect(_c: paho.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if not reason.is_failure:
-            connected.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(host, port, keepalive=30)
-    except OSError as exc:
-        raise FleetToolError(f"cannot reach the broker at {host}:{port}: {exc}") from None
-    client.loop_start()
-    try:
-        if not connected.wait(CONNECT_TIMEOUT_S):
-            raise FleetToolError(f"the broker at {host}:{port} did not accept the connection")
-        yield client
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 def publish_artifact(
     path: Path,
     *,
@@ -126,7 +106,7 @@ def publish_artifact(
     except InvalidTopicSegment as exc:
         raise FleetToolError(f"--tenant: {exc}") from None
     deadline = time.monotonic() + timeout_s
-    with _client(host, port) as client:
+    with connected_client(host, port) as client:
         pending = []
         with path.open("rb") as handle:
             for index in range(manifest.chunks):
@@ -224,7 +204,7 @@ def clear_artifact(sha256: str, *, tenant: str, host: str, port: int, timeout_s:
         if reasons and not any(reason.is_failure for reason in reasons):
             subscribed.set()
 
-    with _client(host, port) as client:
+    with connected_client(host, port) as client:
         client.on_message = on_message
         client.on_subscribe = on_subscribe
         deadline = time.monotonic() + timeout_s
