@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 _broker = Path(__file__).resolve().parents[1] / "sync" / "broker.py"
 if "sync_broker" not in sys.modules:
@@ -14,3 +17,17 @@ if "sync_broker" not in sys.modules:
     _module = importlib.util.module_from_spec(_spec)
     sys.modules["sync_broker"] = _module
     _spec.loader.exec_module(_module)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[object]:
+    """A Mosquitto of the test's own that accepts anonymous clients, killed at the end."""
+    helpers = sys.modules["sync_broker"]
+    if not helpers.mosquitto_available():
+        pytest.skip("mosquitto is not installed on this machine")
+    running = helpers.Broker(tmp_path / "broker", anonymous=True)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.kill()

@@ -9,13 +9,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sync_broker import Broker, mosquitto_available
+from sync_broker import Broker
 
 from agent.fleet.commands import canonical_bytes
 from provisioning import cli
@@ -24,18 +23,6 @@ from provisioning.fleet_models import artifact_manifest, clear_artifact, model_c
 pytestmark = pytest.mark.integration
 
 SHA_FILTER = "retail/v1/acme/_artifacts/{sha}/+"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed on this machine")
-    running = Broker(tmp_path / "broker", anonymous=True)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 def retained(broker: Broker, topic_filter: str, wait_s: float = 1.5) -> dict[str, bytes]:

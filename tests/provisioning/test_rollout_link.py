@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sync_broker import Broker, mosquitto_available, wait_until
+from sync_broker import Broker, wait_until
 
 from provisioning.fleet import FleetToolError
 from provisioning.rollout.link import BrokerLink, parse_broker
@@ -17,18 +15,6 @@ from provisioning.rollout.link import BrokerLink, parse_broker
 pytestmark = pytest.mark.integration
 
 TOPIC = "retail/v1/acme/s1/till-1/jobs/cfg-1"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed on this machine")
-    made = Broker(tmp_path / "broker", anonymous=True)
-    made.start()
-    try:
-        yield made
-    finally:
-        made.kill()
 
 
 def publish_status(broker: Broker, state: str, version: int) -> None:
