@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from agent.vision.assignment import linear_sum_assignment
 
 
 @dataclass(frozen=True)
