@@ -62,6 +62,7 @@ if str(HERE.parent) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(HERE.parent))
 
 from agent.config import user_state_dir  # noqa: E402
+from agent.sample import find_sample  # noqa: E402
 from agent.vision.detector import YOLOX_DEFAULT_SIZE, ssd_input, yolox_input  # noqa: E402
 from agent.vision.models import Family, ModelError, file_sha256, load_manifest, resolve_model  # noqa: E402
 
@@ -185,8 +186,6 @@ def quantize(recipe: Recipe, fp32: Path, out: Path, frames: Sequence[npt.NDArray
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.sample import find_sample  # noqa: PLC0415  # may fetch the clip: only when run
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=sorted(RECIPES), help="the INT8 model to make")
     parser.add_argument("--fp32", type=Path, help="the FP32 ONNX file (default: the manifest's, found as --model is)")
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{exc}; pass the FP32 file with --fp32")
     if file_sha256(fp32) != recipe.fp32_sha256:
         print(f"note: {fp32} is not the FP32 file the manifest's INT8 hash was made from ({recipe.fp32_sha256})")
-    video = args.video or find_sample(Path.home() / ".cache" / "retail-agent" / "sample")
+    video = args.video or find_sample(user_state_dir() / "sample")
     out: Path = args.out or user_state_dir() / "models" / recipe.file
     out.parent.mkdir(parents=True, exist_ok=True)
     quantize(recipe, fp32, out, read_frames(video))
@@ -214,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     elif (entry.sha256, entry.size) == (sha256, size):
         print(f"matches the manifest entry {recipe.name}")
     else:
-        print(f"differs from the manifest entry {recipe.name} ({entry.sha256}, {entry.size} bytes)")
+        print(
+            f"differs from the manifest entry {recipe.name} ({entry.sha256}, {entry.size} bytes): the agent "
+            f"refuses it under that name; use it by path with --family {recipe.family}"
+        )
         return 1
     return 0
 
