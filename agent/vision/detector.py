@@ -75,6 +75,21 @@ def letterbox(
     return canvas, Letterbox(scale=scale)
 
 
+def yolox_input(frame: npt.NDArray[np.uint8], size: tuple[int, int]) -> tuple[FloatArray, Letterbox]:
+    """The 1x3xHxW float32 BGR blob a YOLOX model takes (letterboxed, no normalisation).
+
+    Also what models/quantize.py calibrates a YOLOX model on, so that calibration sees the detector's input.
+    """
+    image, box = letterbox(frame, size)
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32), box
+
+
+def ssd_input(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The 1xHxWx3 uint8 RGB image an SSD model takes (it resizes inside)."""
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)  # ~20x faster than a reversed-axis copy
+    return np.asarray(rgb, np.uint8)[None]
+
+
 # ----------------------------------------------------------------------------------------- NMS
 
 
@@ -298,15 +313,14 @@ class Detector:
         return total / runs if runs else None
 
     def _detect_yolox(self, frame: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
-        image, box = letterbox(frame, self._size)
-        blob = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+        blob, box = yolox_input(frame, self._size)
         (raw,) = self._session.run(self._outputs, {self._input: blob})
         xyxy, scores = decode_yolox(raw, self._size, self.spec.person_class, self.score_threshold)
         keep = nms(xyxy, scores, self.nms_iou)
         return box.to_source(xyxy[keep]), scores[keep]
 
     def _detect_ssd(self, frame: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)[None]  # ~20x faster than a reversed-axis copy
+        rgb = ssd_input(frame)
         result = dict(zip(self._outputs, self._session.run(self._outputs, {self._input: rgb}), strict=True))
         named = {key.split(":")[0]: value for key, value in result.items()}
         count = int(named["num_detections"][0]) if "num_detections" in named else None

@@ -345,7 +345,7 @@ def _resolve_entry(entry: ManifestEntry, family: str | None, search_dirs: Sequen
         logger.debug("model %s: %s (sha256 verified)", entry.name, path)
         return _from_entry(entry, path, actual)
     where = ", ".join(str(d) for d in search_dirs) or "no folders"
-    hint = f"; fetch it with `retail-agent models fetch {entry.name}`" if entry.url else ""
+    hint = f"; fetch it with `retail-agent models fetch {entry.name}`" if entry.url else f"; source: {entry.source}"
     raise ModelError(f"model {entry.name}: {entry.file} not found in {where}{hint}")
 
 

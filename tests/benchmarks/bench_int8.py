@@ -1,107 +1,71 @@
-"""YOLOX-Nano FP32 against a static INT8 quantization of it: accuracy on the truth file and speed.
+"""Each detector in FP32 against its INT8 model from models/quantize.py: line accuracy and speed.
 
-    python tests/benchmarks/bench_int8.py [--video PATH] [--yolox PATH] [--calibration 50]
-        [--method percentile|minmax|entropy] [--out FILE]
+    python tests/benchmarks/bench_int8.py [--video PATH] [--yolox PATH] [--frames 200] [--keep DIR]
 
-Quantizes the model with ONNX Runtime's tools (opset raised to 13, QDQ format, per-channel INT8
-weights, UINT8 activations) calibrated on ``--calibration`` frames spread over the sample clip
-(the only footage here, so the calibration frames are also among the scored ones), then scores
-both models with `retail-agent eval`'s code on tests/data/vtest_truth.toml and times the detector
-(ms/frame, wall and CPU, 1 and 2 threads) on the same frames, FP32 being the baseline of the same
-run. ``--out`` keeps the quantized file. Needs the dev extras (onnx).
+For each recipe of models/quantize.py (the SSD and YOLOX-Nano; YOLOX-Nano only when its export is
+on this machine) the benchmark makes the INT8 model from the FP32 file exactly as the script does,
+then scores both with `retail-agent eval`'s code on tests/data/vtest_truth.toml (the whole clip and
+its halves, frames 0-399 and 400-794) and times the detector on the clip's first ``--frames``
+frames (ms/frame, wall and CPU, 1 and 2 threads), FP32 and INT8 alternating so that both see the
+same load; FP32 is the baseline of the same run. It says whether each INT8 file matches its
+manifest entry. ``--keep DIR`` keeps the INT8 files. Needs the dev extras (onnx).
+
+The calibration frames come from the scored clip (the only footage here), and one crossing more or
+less moves the whole clip's line accuracy by about 0.9 points.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnx
-from onnx import version_converter
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from agent.config import AgentConfig
-from agent.evaluation import evaluate_file
+from agent.evaluation import FrameRange, evaluate_file
 from agent.geometry_args import with_family
-from agent.vision.detector import YOLOX_DEFAULT_SIZE, Detector, letterbox
-from agent.vision.models import resolve_model
+from agent.sample import shared_dir
+from agent.vision.detector import Detector
+from agent.vision.models import file_sha256, load_manifest, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 TRUTH = REPO / "tests" / "data" / "vtest_truth.toml"
-METHODS = {
-    "percentile": CalibrationMethod.Percentile,
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-}
+HALVES = (FrameRange.parse("0:399"), FrameRange.parse("400:794"))
 
 
-def read_frames(video: Path, every: int = 1, limit: int | None = None) -> list[npt.NDArray[np.uint8]]:
+def load_quantize() -> ModuleType:
+    """models/quantize.py as a module (models/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("quantize", REPO / "models" / "quantize.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_frames(video: Path, limit: int) -> list[npt.NDArray[np.uint8]]:
     capture = cv2.VideoCapture(str(video))
-    frames, index = [], 0
-    while limit is None or len(frames) < limit:
+    frames = []
+    while len(frames) < limit:
         ok, image = capture.read()
         if not ok:
             break
-        if index % every == 0:
-            frames.append(image)
-        index += 1
+        frames.append(image)
     capture.release()
     return frames
 
 
-class Calibration(CalibrationDataReader):  # type: ignore[misc]
-    """Letterboxed frames, as the detector feeds them to the model."""
-
-    def __init__(self, input_name: str, frames: list[npt.NDArray[np.uint8]]) -> None:
-        self.input_name = input_name
-        self.frames = iter(frames)
-
-    def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
-        frame = next(self.frames, None)
-        if frame is None:
-            return None
-        image, _ = letterbox(frame, YOLOX_DEFAULT_SIZE)
-        return {self.input_name: np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)}
-
-
-def quantize(model: Path, out: Path, frames: list[npt.NDArray[np.uint8]], method: str) -> None:
-    graph = onnx.load(str(model))
-    if graph.opset_import[0].version < 13:  # per-channel DequantizeLinear needs opset 13
-        graph = version_converter.convert_version(graph, 13)
-    with tempfile.TemporaryDirectory() as tmp:
-        raised, prepared = Path(tmp) / "opset13.onnx", Path(tmp) / "prepared.onnx"
-        onnx.save(graph, str(raised))
-        quant_pre_process(str(raised), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(out),
-            Calibration(graph.graph.input[0].name, frames),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=METHODS[method],
-        )
-
-
-def detector_ms(path: Path, frames: list[npt.NDArray[np.uint8]], threads: int) -> tuple[float, float]:
-    """Mean wall and CPU ms per frame."""
-    detector = Detector(resolve_model(str(path), "yolox", []), threads=threads)
+def detector_ms(path: Path, family: str, frames: list[npt.NDArray[np.uint8]], threads: int) -> tuple[float, float]:
+    """Mean wall and CPU ms per frame of Detector.detect."""
+    detector = Detector(resolve_model(str(path), family, []), threads=threads)
     for image in frames[:5]:
         detector.detect(image)
     walls, cpu = [], time.process_time()
@@ -114,35 +78,72 @@ def detector_ms(path: Path, frames: list[npt.NDArray[np.uint8]], threads: int) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", type=Path, default=SHARED / "data" / "vtest.avi")
-    parser.add_argument("--yolox", type=Path, default=SHARED / "models" / "yolox_nano.onnx")
-    parser.add_argument("--calibration", type=int, default=50, help="calibration frames")
-    parser.add_argument("--method", choices=sorted(METHODS), default="percentile")
-    parser.add_argument("--out", type=Path, help="keep the quantized model here")
+    parser.add_argument("--video", type=Path, default=shared_dir() / "data" / "vtest.avi")
+    parser.add_argument("--yolox", type=Path, default=shared_dir() / "models" / "yolox_nano.onnx")
+    parser.add_argument("--frames", type=int, default=200, help="frames timed per model and thread count")
+    parser.add_argument("--keep", type=Path, help="keep the INT8 files in this folder")
     args = parser.parse_args()
-    if not args.yolox.is_file():
-        print(f"no YOLOX-Nano export at {args.yolox} (retail-agent models fetch yolox-nano)", file=sys.stderr)
-        return 2
-    total = len(read_frames(args.video))
-    calibration = read_frames(args.video, every=max(1, total // args.calibration), limit=args.calibration)
+    quantize = load_quantize()
+    manifest = load_manifest()
+    fp32_files = {"ssdlite-pedestrian": resolve_model("ssdlite-pedestrian").path, "yolox-nano": args.yolox}
+    calibration = quantize.read_frames(args.video)
+    timed = read_frames(args.video, args.frames)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        int8 = args.out or Path(tmp) / "yolox_nano_int8.onnx"
-        started = time.perf_counter()
-        quantize(args.yolox, int8, calibration, args.method)
-        print(f"quantized on {len(calibration)} frames ({args.method}) in {time.perf_counter() - started:.1f} s")
-        models = {"FP32": args.yolox, "INT8": int8}
-        config = with_family(AgentConfig(), "yolox")
-        frames = read_frames(args.video, limit=200)
-        print(f"{'model':<6}{'MB':>6}{'accuracy':>10}{'threads':>9}{'ms wall':>9}{'ms CPU':>8}{'vs FP32':>9}")
-        baseline: dict[int, float] = {}
-        for label, path in models.items():
-            accuracy = evaluate_file(config, TRUTH, args.video, str(path)).line_accuracy * 100
+        out_dir = args.keep or Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for recipe in quantize.RECIPES.values():
+            fp32 = fp32_files[recipe.fp32]
+            if not fp32.is_file():
+                print(f"{recipe.fp32}: no FP32 file at {fp32}; skipped (retail-agent models fetch {recipe.fp32})")
+                continue
+            int8 = out_dir / recipe.file
+            started = time.perf_counter()
+            quantize.quantize(recipe, fp32, int8, calibration)
+            entry = manifest.get(recipe.name)
+            verdict = (
+                "no manifest entry"
+                if entry is None
+                else "matches its manifest entry"
+                if entry.sha256 == file_sha256(int8)
+                else "DIFFERS from its manifest entry"
+            )
+            print(f"{recipe.name}: quantized in {time.perf_counter() - started:.0f} s, {verdict}")
+            config = with_family(AgentConfig(), recipe.family)
+            models = {"FP32": fp32, "INT8": int8}
+            scores = {
+                label: evaluate_file(config, TRUTH, args.video, str(path), ranges=HALVES)
+                for label, path in models.items()
+            }
+            speed: dict[tuple[str, int], tuple[float, float]] = {}
             for threads in (1, 2):
-                wall, cpu = detector_ms(path, frames, threads)
-                baseline.setdefault(threads, wall)
-                size = path.stat().st_size / 1e6
-                ratio = wall / baseline[threads]
-                print(f"{label:<6}{size:>6.1f}{accuracy:>9.1f}%{threads:>9}{wall:>9.1f}{cpu:>8.1f}{ratio:>9.2f}")
+                order = ("FP32", "INT8") if threads == 1 else ("INT8", "FP32")
+                for label in order:
+                    speed[label, threads] = detector_ms(models[label], recipe.family, timed, threads)
+            for label, path in models.items():
+                result = scores[label]
+                halves = [section.line_accuracy * 100 for section in result.ranges]
+                rows.append(
+                    (
+                        f"{recipe.fp32} {label}",
+                        path.stat().st_size / 1e6,
+                        result.line_accuracy * 100,
+                        *halves,
+                        *speed[label, 1],
+                        *speed[label, 2],
+                        speed[label, 1][0] / speed["FP32", 1][0],
+                        speed[label, 2][0] / speed["FP32", 2][0],
+                    )
+                )
+    print(
+        f"{'model':<24}{'MB':>6}{'acc %':>7}{'0-399':>7}{'400-794':>8}"
+        f"{'1t wall':>9}{'1t CPU':>8}{'2t wall':>9}{'2t CPU':>8}{'vs FP32 1t/2t':>15}"
+    )
+    for name, size, acc, first, second, wall1, cpu1, wall2, cpu2, ratio1, ratio2 in rows:
+        print(
+            f"{name:<24}{size:>6.1f}{acc:>7.1f}{first:>7.1f}{second:>8.1f}"
+            f"{wall1:>9.1f}{cpu1:>8.1f}{wall2:>9.1f}{cpu2:>8.1f}{ratio1:>9.2f} /{ratio2:>5.2f}"
+        )
     return 0
 
 

@@ -206,6 +206,13 @@ def test_missing_downloadable_model_says_how_to_fetch_it(tmp_path: Path) -> None
         resolve_model("yolox-nano", None, [tmp_path / "nowhere"], manifest=manifest)
 
 
+def test_missing_model_made_by_a_script_names_its_source(tmp_path: Path) -> None:
+    source = "models/quantize.py yolox-nano-int8"
+    manifest = load_manifest(write_manifest(tmp_path, {"m-int8": entry_for("m.onnx", b"x", source=source)}))
+    with pytest.raises(ModelError, match=f"m.onnx not found in .*; source: {source}"):
+        resolve_model("m-int8", None, [tmp_path / "nowhere"], manifest=manifest)
+
+
 def test_unknown_name_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     manifest = load_manifest(write_manifest(tmp_path, {"m": entry_for("m.onnx", b"x")}))
     with pytest.raises(ModelError, match=r"unknown model 'nope'.*\bm\b"):
