@@ -44,6 +44,11 @@ LENGTH_STEPS_PX = (-1.5, 1.5)
 _MAX_CROP = 512
 _EDGE_LEVEL = 60
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge."""
+_ISOLATE_SCALE = 2
+_ISOLATE_WINDOW = 15
+"""Side of the window (reduced px) over which ``isolate`` compares gradients along and across the blur."""
+_ISOLATE_SOFT_PX = 20.0
+"""Gaussian sigma (frame px) of the fade around the smear: 6, 12 and 20 px read 57, 66 and 67 frames."""
 MIN_FRAME_SIDE = 128
 """Frames smaller than this on either side are not deblurred."""
 
@@ -197,21 +202,34 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
 
 
 def isolate(crop: np.ndarray, blur: Blur) -> np.ndarray:
-    """The crop with everything but its largest edge-dense patch (the code and its smear) faded to
-    that patch's mean: the sharp counter around a moving code is not blurred, and deconvolving it
-    rings across the code."""
+    """The crop with everything but the smear of ``blur`` faded to the smear's mean.
+
+    The counter around a moving coupon is sharp, and deconvolving a sharp edge rings into ghost
+    copies along the blur, across the code. A smeared patch varies little along the blur and much
+    across it, while a sharp edge varies along it as much (a barcode's bars across the motion, more):
+    the smear is the largest patch, on the 2x reduced crop, where the local mean of the gradient
+    across the blur exceeds twice that along it and a quarter of its 99th percentile. That patch is
+    grown by the blur's line (its ends ramp gently) and a disk, then softened widely: a sharp fade
+    rings as much as the scene it hides. With the true blur of the motion set's default seed this
+    read 67 of 120 frames, the densest-edge patch it replaced 53.
+    """
     height, width = crop.shape
-    small = cv2.resize(crop, (width // 4, height // 4), interpolation=cv2.INTER_AREA)
-    density = cv2.blur(_edges(small), (9, 9))
-    dense = (density > 0.5 * float(density.max())).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(dense)
+    small = cv2.resize(crop, (width // _ISOLATE_SCALE, height // _ISOLATE_SCALE), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
+    cos, sin = math.cos(math.radians(blur.angle)), math.sin(math.radians(blur.angle))
+    window = (_ISOLATE_WINDOW, _ISOLATE_WINDOW)
+    along = cv2.blur(np.abs(gx * cos + gy * sin), window)
+    across = cv2.blur(np.abs(gy * cos - gx * sin), window)
+    smear = ((across > 2 * along) & (across > 0.25 * float(np.percentile(across, 99)))).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(smear)
     if count > 1:
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        dense = (labels == largest).astype(np.uint8)
-    reach = int(blur.length / 4) + 3
-    grown = cv2.dilate(dense, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
-    # soften the patch's outline on the reduced grid, where the wide Gaussian is 16x cheaper
-    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), max(blur.length / 8, 0.5))
+        smear = (labels == largest).astype(np.uint8)
+    line = (line_kernel(Blur(blur.length / _ISOLATE_SCALE, blur.angle)) > 0).astype(np.uint8)
+    grown = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), _ISOLATE_SOFT_PX / _ISOLATE_SCALE)
     weight = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     data = crop.astype(np.float32)
     fill = float((data * weight).sum() / max(float(weight.sum()), 1.0))
