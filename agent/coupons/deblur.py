@@ -101,8 +101,24 @@ def code_region(gray: np.ndarray) -> tuple[int, int, int, float]:
     return x, y, side, float(best)
 
 
-def estimate_blurs(crop: np.ndarray, count: int = 2) -> list[Blur]:
-    """The ``count`` most likely linear blurs of a square crop, from its cepstrum's deepest minima."""
+def estimate_blurs(crop: np.ndarray, count: int = 2, shrink: int = 1) -> list[Blur]:
+    """The ``count`` most likely linear blurs of a square crop, from its cepstrum's deepest minima,
+    measured on the crop reduced ``shrink`` times (in the crop's pixels all the same).
+
+    Reduced 2x, the transforms cost a quarter (1.1 instead of 4.0 ms on a 480 px crop): that is
+    precise enough to find the smear (``isolate``) and then measure it on the faded crop at full
+    size; on the motion set's default seed either way 97 of 120 blurs were then found within 2 px
+    and 4 degrees."""
+    if shrink > 1:
+        reduced = crop.shape[0] // shrink
+        small = cv2.resize(crop, (reduced, reduced), interpolation=cv2.INTER_AREA)
+        return [Blur(blur.length * shrink, blur.angle, blur.depth) for blur in _cepstrum_minima(small, count, shrink)]
+    return _cepstrum_minima(crop, count, 1)
+
+
+def _cepstrum_minima(crop: np.ndarray, count: int, shrink: int) -> list[Blur]:
+    """The ``count`` deepest minima of a square crop's cepstrum between MIN_BLUR_PX and
+    MAX_BLUR_PX (divided by ``shrink``) from its origin."""
     side = crop.shape[0]
     data = (crop.astype(np.float32) - float(crop.mean())) * _hanning(side)
     spectrum = cv2.dft(data, flags=cv2.DFT_COMPLEX_OUTPUT)
@@ -110,10 +126,10 @@ def estimate_blurs(crop: np.ndarray, count: int = 2) -> list[Blur]:
     # the log spectrum is real and even: its transform is real and, up to a scale that the
     # normalisation below removes, the cepstrum; only the part within MAX_BLUR_PX is kept
     transformed = cv2.dft(log_magnitude, flags=cv2.DFT_COMPLEX_OUTPUT)
-    reach = min(MAX_BLUR_PX + 2, side // 2 - 1)
+    reach = min(MAX_BLUR_PX // shrink + 2, side // 2 - 1)
     near = np.arange(-reach, reach + 1) % side
     patch = transformed[np.ix_(near, near, (0,))][:, :, 0]
-    xs, ys, valid = _cepstrum_grid(reach)
+    xs, ys, valid = _cepstrum_grid(reach, MIN_BLUR_PX / shrink, MAX_BLUR_PX / shrink)
     ring = patch[valid]
     patch = (patch - float(np.median(ring))) / max(float(ring.std()), 1e-9)  # depth in standard deviations
     scores = np.where(valid, patch, np.inf)
@@ -140,11 +156,11 @@ def _hanning(side: int) -> np.ndarray:
 
 
 @functools.cache
-def _cepstrum_grid(reach: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cepstrum_grid(reach: int, shortest: float, longest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Offsets x, y around the cepstrum's origin and where a blur may lie (one half: it is symmetric)."""
     ys, xs = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     radius = np.hypot(xs, ys)
-    valid = (radius >= MIN_BLUR_PX) & (radius <= MAX_BLUR_PX) & (ys >= 0)
+    valid = (radius >= shortest) & (radius <= longest) & (ys >= 0)
     return xs, ys, valid
 
 
@@ -214,7 +230,7 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     x, y, side = region if region is not None else code_region(gray)[:3]
     crop = gray[y : y + side, x : x + side]
     later: list[Iterator[np.ndarray]] = []
-    for blur in estimate_blurs(crop):
+    for blur in estimate_blurs(crop, shrink=2):
         faded, box = isolate(crop, blur)
         # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
         refined = estimate_blurs(faded, count=1)
