@@ -6,18 +6,26 @@ spectrum has regularly spaced zeros; the log spectrum's inverse transform (the c
 a negative peak at the blur's length in its direction. ``deblur_candidates`` yields restored crops,
 cheapest and most likely first:
 
-1. The code-like region: the square window of the frame whose local contrast is highest (a
-   blurred code keeps more contrast than most of a counter scene), or one given by the caller.
-2. The blur's length and angle: the deepest minima of the crop's cepstrum between MIN_BLUR_PX and
-   MAX_BLUR_PX from the origin.
-3. Wiener deconvolution of the crop, with the sharp scene around the code's patch faded out and
-   the edges tapered towards its mean (both against ringing), with a line kernel of that
-   length and angle; then the first estimate 1.5 px shorter and longer.
-4. Each restored crop is read as is, enlarged 2x and binarised by a local mean (the scanner's
-   ``_restored_variants``).
+1. The code-like region: the square window of the frame densest in edges (a blurred code keeps
+   dense edges across the motion, a counter scene has sparse ones), or one given by the caller.
+2. The blur's length and angle: the two deepest minima of the cepstrum of the crop reduced 2x,
+   between MIN_BLUR_PX and MAX_BLUR_PX from the origin.
+3. For each: the smear of that blur found and everything else faded out (``isolate``: the sharp
+   counter around a moving code rings across it when deconvolved), the blur measured again at
+   full size on the faded crop (its cepstrum is clearer), and the faded crop deconvolved by a
+   Wiener filter with a line kernel of that length and angle, its edges tapered towards its mean.
+   Once both estimates were tried, each 1.5 px shorter and longer.
+4. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
+   mean (the scanner's ``_restored_variants``).
 
-Pure numpy/OpenCV; each candidate costs a few milliseconds on a crop of at most 512 px. The caller keeps
-the per-frame time budget and stops as soon as one candidate decodes.
+On the motion set's default seed (tests/coupons/qr_motionset.py, 120 frames) with unlimited time,
+these steps read 73 frames in a median 26 ms of one core per frame; the previous ones (the
+densest-edge patch faded instead of the smear, one estimate at full size and no second measure,
+reads of the uncut crop as is, enlarged 2x and binarised over 31 px) read 54 in 35 ms.
+
+Pure numpy/OpenCV; the first candidate costs about 15 ms of one core on a 480 px crop (the
+estimates 4, the fade 3, the restoration 6, the reads 2-4), each further one 6-10 ms. The caller
+keeps the per-frame time budget and stops as soon as one candidate decodes.
 """
 
 from __future__ import annotations
