@@ -14,7 +14,7 @@ cheapest and most likely first:
    counter around a moving code rings across it when deconvolved), the blur measured again at
    full size on the faded crop (its cepstrum is clearer), and the faded crop deconvolved by a
    Wiener filter with a line kernel of that length and angle, its edges tapered towards its mean.
-   Once both estimates were tried, each 1.5 px shorter and longer.
+   Once both estimates were tried, the first 1.5 px shorter and longer.
 4. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
    mean (the scanner's ``_restored_variants``).
 
@@ -238,15 +238,18 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     x, y, side = region if region is not None else code_region(gray)[:3]
     crop = gray[y : y + side, x : x + side]
     later: list[Iterator[np.ndarray]] = []
-    for blur in estimate_blurs(crop, shrink=2):
+    for rank, blur in enumerate(estimate_blurs(crop, shrink=2)):
         faded, box = isolate(crop, blur)
         # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
         refined = estimate_blurs(faded, count=1)
         chosen = refined[0] if refined else blur
-        # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once every
-        # estimate was tried, each a little shorter and longer, on the same faded crop and spectrum
+        # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once both
+        # estimates were tried, the first a little shorter and longer, on the same faded crop and
+        # spectrum (on the motion set's default seed these read 2 more frames, the second
+        # estimate shorter and longer none)
         length = chosen.length + LENGTH_BIAS_PX
-        lengths = [length] + [length + step for step in LENGTH_STEPS_PX if length + step >= MIN_BLUR_PX / 2]
+        steps = LENGTH_STEPS_PX if rank == 0 else ()
+        lengths = [length] + [length + step for step in steps if length + step >= MIN_BLUR_PX / 2]
         restorations = _cut(wiener(faded, [line_kernel(Blur(each, chosen.angle)) for each in lengths]), box)
         yield next(restorations)
         later.append(restorations)
