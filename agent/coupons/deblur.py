@@ -294,7 +294,9 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
         smear = (labels == largest).astype(np.uint8)
     line = (line_kernel(Blur(blur.length / _ISOLATE_SCALE, blur.angle)) > 0).astype(np.uint8)
     grown = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
-    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), _ISOLATE_SOFT_PX / _ISOLATE_SCALE)
+    # the wide Gaussian runs on a grid reduced 4x: 4x cheaper, and the fade is smooth at that scale
+    coarse = cv2.resize(grown.astype(np.float32), (width // 4, height // 4), interpolation=cv2.INTER_AREA)
+    soft = cv2.GaussianBlur(coarse, (0, 0), _ISOLATE_SOFT_PX / 4)
     weight = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     data = crop.astype(np.float32)
     fill = float((data * weight).sum() / max(float(weight.sum()), 1.0))
