@@ -6,22 +6,31 @@ spectrum has regularly spaced zeros; the log spectrum's inverse transform (the c
 a negative peak at the blur's length in its direction. ``deblur_candidates`` yields restored crops,
 cheapest and most likely first:
 
-1. The code-like region: the square window of the frame whose local contrast is highest (a
-   blurred code keeps more contrast than most of a counter scene), or one given by the caller.
-2. The blur's length and angle: the deepest minima of the crop's cepstrum between MIN_BLUR_PX and
-   MAX_BLUR_PX from the origin.
-3. Wiener deconvolution of the crop, with the sharp scene around the code's patch faded out and
-   the edges tapered towards its mean (both against ringing), with a line kernel of that
-   length and angle; then the first estimate 1.5 px shorter and longer.
-4. Each restored crop is read as is, enlarged 2x and binarised by a local mean (the scanner's
-   ``_restored_variants``).
+1. The code-like region: the square window of the frame densest in edges (a blurred code keeps
+   dense edges across the motion, a counter scene has sparse ones), or one given by the caller.
+2. The blur's length and angle: the two deepest minima of the cepstrum of the crop reduced 2x,
+   between MIN_BLUR_PX and MAX_BLUR_PX from the origin.
+3. For each: the smear of that blur found and everything else faded out (``isolate``: the sharp
+   counter around a moving code rings across it when deconvolved), the blur measured again at
+   full size on the faded crop (its cepstrum is clearer), and the faded crop deconvolved by a
+   Wiener filter with a line kernel of that length and angle, its edges tapered towards its mean.
+   Once both estimates were tried, the first 1.5 px shorter and longer.
+4. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
+   mean (the scanner's ``_restored_variants``).
 
-Pure numpy/OpenCV; each candidate costs a few milliseconds on a crop of at most 512 px. The caller keeps
-the per-frame time budget and stops as soon as one candidate decodes.
+On the motion set's default seed (tests/coupons/qr_motionset.py, 120 frames) with unlimited time,
+these steps read 73 frames in a median 26 ms of one core per frame; the previous ones (the
+densest-edge patch faded instead of the smear, one estimate at full size and no second measure,
+reads of the uncut crop as is, enlarged 2x and binarised over 31 px) read 54 in 35 ms.
+
+Pure numpy/OpenCV; the first candidate costs about 15 ms of one core on a 480 px crop (the
+estimates 4, the fade 3, the restoration 6, the reads 2-4), each further one 6-10 ms. The caller
+keeps the per-frame time budget and stops as soon as one candidate decodes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +51,19 @@ DENOISE_SIGMA = 0.8
 LENGTH_STEPS_PX = (-1.5, 1.5)
 """Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
 _MAX_CROP = 512
-_EDGE_LEVEL = 60
-"""Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge."""
+_EDGE_LEVEL = 40
+"""Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
+default seed the code-like region missed part of the code in 12 of 120 frames at 40, 18 at 60 (a
+faded code's edges fall below 60 once reduced and the phone's dark rim wins)."""
+_ISOLATE_SCALE = 2
+_ISOLATE_WINDOW = 15
+"""Side of the window (reduced px) over which ``isolate`` compares gradients along and across the blur."""
+_ISOLATE_SOFT_PX = 20.0
+"""Gaussian sigma (frame px) of the fade around the smear: 6, 12 and 20 px read 57, 66 and 67 frames."""
+_BOX_MARGIN_PX = 32
+"""Margin of the restored crop around the smear (zxing-cpp wants a quiet zone around the code):
+with unlimited time on the motion set's default seed, 16 px read 59 of 120 frames, 32 px 64 and
+the uncut crop 63."""
 MIN_FRAME_SIDE = 128
 """Frames smaller than this on either side are not deblurred."""
 
@@ -89,22 +109,35 @@ def code_region(gray: np.ndarray) -> tuple[int, int, int, float]:
     return x, y, side, float(best)
 
 
-def estimate_blurs(crop: np.ndarray, count: int = 2) -> list[Blur]:
-    """The ``count`` most likely linear blurs of a square crop, from its cepstrum's deepest minima."""
+def estimate_blurs(crop: np.ndarray, count: int = 2, shrink: int = 1) -> list[Blur]:
+    """The ``count`` most likely linear blurs of a square crop, from its cepstrum's deepest minima,
+    measured on the crop reduced ``shrink`` times (in the crop's pixels all the same).
+
+    Reduced 2x, the transforms cost a quarter (1.1 instead of 4.0 ms on a 480 px crop): that is
+    precise enough to find the smear (``isolate``) and then measure it on the faded crop at full
+    size; on the motion set's default seed either way 97 of 120 blurs were then found within 2 px
+    and 4 degrees."""
+    if shrink > 1:
+        reduced = crop.shape[0] // shrink
+        small = cv2.resize(crop, (reduced, reduced), interpolation=cv2.INTER_AREA)
+        return [Blur(blur.length * shrink, blur.angle, blur.depth) for blur in _cepstrum_minima(small, count, shrink)]
+    return _cepstrum_minima(crop, count, 1)
+
+
+def _cepstrum_minima(crop: np.ndarray, count: int, shrink: int) -> list[Blur]:
+    """The ``count`` deepest minima of a square crop's cepstrum between MIN_BLUR_PX and
+    MAX_BLUR_PX (divided by ``shrink``) from its origin."""
     side = crop.shape[0]
-    window = np.outer(np.hanning(side), np.hanning(side)).astype(np.float32)
-    data = (crop.astype(np.float32) - float(crop.mean())) * window
+    data = (crop.astype(np.float32) - float(crop.mean())) * _hanning(side)
     spectrum = cv2.dft(data, flags=cv2.DFT_COMPLEX_OUTPUT)
-    log_magnitude = np.log(cv2.magnitude(spectrum[:, :, 0], spectrum[:, :, 1]) + 1e-3)
-    # the log spectrum is real and even: its inverse transform is real (the cepstrum)
-    complex_log = cv2.merge([log_magnitude, np.zeros_like(log_magnitude)])
-    cepstrum = np.fft.fftshift(cv2.idft(complex_log, flags=cv2.DFT_COMPLEX_OUTPUT)[:, :, 0])
-    centre = side // 2
-    reach = min(MAX_BLUR_PX + 2, centre - 1)
-    patch = cepstrum[centre - reach : centre + reach + 1, centre - reach : centre + reach + 1]
-    ys, xs = np.mgrid[-reach : reach + 1, -reach : reach + 1]
-    radius = np.hypot(xs, ys)
-    valid = (radius >= MIN_BLUR_PX) & (radius <= MAX_BLUR_PX) & (ys >= 0)  # symmetric: keep one half
+    log_magnitude = cv2.log(cv2.magnitude(spectrum[:, :, 0], spectrum[:, :, 1]) + 1e-3)
+    # the log spectrum is real and even: its transform is real and, up to a scale that the
+    # normalisation below removes, the cepstrum; only the part within MAX_BLUR_PX is kept
+    transformed = cv2.dft(log_magnitude, flags=cv2.DFT_COMPLEX_OUTPUT)
+    reach = min(MAX_BLUR_PX // shrink + 2, side // 2 - 1)
+    near = np.arange(-reach, reach + 1) % side
+    patch = transformed[np.ix_(near, near, (0,))][:, :, 0]
+    xs, ys, valid = _cepstrum_grid(reach, MIN_BLUR_PX / shrink, MAX_BLUR_PX / shrink)
     ring = patch[valid]
     patch = (patch - float(np.median(ring))) / max(float(ring.std()), 1e-9)  # depth in standard deviations
     scores = np.where(valid, patch, np.inf)
@@ -117,10 +150,26 @@ def estimate_blurs(crop: np.ndarray, count: int = 2) -> list[Blur]:
         dx, dy = dx - reach, dy - reach
         depth = float(scores.flat[flat])
         blurs.append(Blur(float(math.hypot(dx, dy)), math.degrees(math.atan2(dy, dx)) % 180, depth))
-        near = (xs - dx) ** 2 + (ys - dy) ** 2 <= 36
+        close = (xs - dx) ** 2 + (ys - dy) ** 2 <= 36
         mirror = (xs + dx) ** 2 + (ys + dy) ** 2 <= 36
-        scores[near | mirror] = np.inf
+        scores[close | mirror] = np.inf
     return blurs
+
+
+@functools.cache
+def _hanning(side: int) -> np.ndarray:
+    """The 2-D Hann window of a square crop (computed once per side)."""
+    window: np.ndarray = np.outer(np.hanning(side), np.hanning(side)).astype(np.float32)
+    return window
+
+
+@functools.cache
+def _cepstrum_grid(reach: int, shortest: float, longest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offsets x, y around the cepstrum's origin and where a blur may lie (one half: it is symmetric)."""
+    ys, xs = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    radius = np.hypot(xs, ys)
+    valid = (radius >= shortest) & (radius <= longest) & (ys >= 0)
+    return xs, ys, valid
 
 
 def line_kernel(blur: Blur) -> np.ndarray:
@@ -149,74 +198,116 @@ def line_kernel(blur: Blur) -> np.ndarray:
 
 
 def wiener(
-    crop: np.ndarray, kernel: np.ndarray, noise_ratios: tuple[float, ...] = NOISE_RATIOS
+    crop: np.ndarray, kernels: list[np.ndarray], noise_ratios: tuple[float, ...] = NOISE_RATIOS
 ) -> Iterator[np.ndarray]:
-    """The crop deconvolved with ``kernel``, once per noise-to-signal ratio, as uint8 images."""
+    """The crop deconvolved with each kernel in turn, once per noise-to-signal ratio, as uint8
+    images. The crop's taper and spectrum are computed once for all kernels (they cost about as
+    much as the rest of a restoration)."""
     height, width = crop.shape
     data = crop.astype(np.float32)
-    pad = kernel.shape[0]
     # taper: blend towards the crop's mean near the border so the periodic edge does not ring
-    # (``isolate`` has already faded all but the code's patch to about that level)
-    blurred = float(data.mean())
+    # (``isolate`` has already faded all but the code's smear to about that level)
+    weight = _taper(height, width, max(kernel.shape[0] for kernel in kernels))
+    data = (weight * data + (1 - weight) * float(data.mean())).astype(np.float32)
+    image_f = cv2.dft(data, flags=cv2.DFT_COMPLEX_OUTPUT)
+    for kernel in kernels:
+        k = kernel.shape[0]
+        psf = np.zeros((height, width), np.float32)
+        psf[:k, :k] = kernel
+        psf = np.roll(psf, (-(k // 2), -(k // 2)), axis=(0, 1))
+        psf_f = cv2.dft(psf, flags=cv2.DFT_COMPLEX_OUTPUT)
+        power = psf_f[:, :, 0] ** 2 + psf_f[:, :, 1] ** 2
+        numerator = cv2.mulSpectrums(image_f, psf_f, 0, conjB=True)
+        for ratio in noise_ratios:
+            restored_f = numerator / (power + ratio)[:, :, None]
+            restored = cv2.idft(restored_f, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+            yield _to_uint8(cv2.GaussianBlur(restored, (0, 0), DENOISE_SIGMA))
+
+
+@functools.cache
+def _taper(height: int, width: int, pad: int) -> np.ndarray:
+    """Weights rising linearly from 0 at the border to 1 at ``pad`` px inside it."""
     ramp = np.minimum(np.arange(width) + 1, np.arange(width)[::-1] + 1) / pad
     ramp_y = np.minimum(np.arange(height) + 1, np.arange(height)[::-1] + 1) / pad
-    weight = np.outer(np.clip(ramp_y, 0, 1), np.clip(ramp, 0, 1)).astype(np.float32)
-    data = weight * data + (1 - weight) * blurred
-    psf = np.zeros((height, width), np.float32)
-    k = kernel.shape[0]
-    psf[:k, :k] = kernel
-    psf = np.roll(psf, (-(k // 2), -(k // 2)), axis=(0, 1))
-    image_f = cv2.dft(data, flags=cv2.DFT_COMPLEX_OUTPUT)
-    psf_f = cv2.dft(psf, flags=cv2.DFT_COMPLEX_OUTPUT)
-    power = psf_f[:, :, 0] ** 2 + psf_f[:, :, 1] ** 2
-    for ratio in noise_ratios:
-        numerator = cv2.mulSpectrums(image_f, psf_f, 0, conjB=True)
-        restored_f = numerator / (power + ratio)[:, :, None]
-        restored = cv2.idft(restored_f, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
-        yield _to_uint8(cv2.GaussianBlur(restored, (0, 0), DENOISE_SIGMA))
+    weight: np.ndarray = np.outer(np.clip(ramp_y, 0, 1), np.clip(ramp, 0, 1)).astype(np.float32)
+    return weight
 
 
 def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = None) -> Iterator[np.ndarray]:
     """Restored crops of the code-like region of a gray frame, most likely first (see module doc)."""
     x, y, side = region if region is not None else code_region(gray)[:3]
     crop = gray[y : y + side, x : x + side]
-    blurs = estimate_blurs(crop)
-    if blurs and 2 * blurs[0].length <= MAX_BLUR_PX:  # the cepstrum also dips at half the length
-        blurs.append(Blur(2 * blurs[0].length, blurs[0].angle, blurs[0].depth))
-    isolated = [isolate(crop, blur) for blur in blurs[:1]]
-    for rank, blur in enumerate(blurs):
-        if rank > 0:
-            isolated.append(isolate(crop, blur))
-        yield from wiener(isolated[rank], line_kernel(Blur(blur.length + LENGTH_BIAS_PX, blur.angle, blur.depth)))
-    # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: then the first
-    # estimate a little shorter and longer, once every estimate was tried as measured
-    for step in LENGTH_STEPS_PX:
-        if blurs and blurs[0].length + LENGTH_BIAS_PX + step >= MIN_BLUR_PX / 2:
-            first = blurs[0]
-            yield from wiener(isolated[0], line_kernel(Blur(first.length + LENGTH_BIAS_PX + step, first.angle)))
+    later: list[Iterator[np.ndarray]] = []
+    for rank, blur in enumerate(estimate_blurs(crop, shrink=2)):
+        faded, box = isolate(crop, blur)
+        # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
+        refined = estimate_blurs(faded, count=1)
+        chosen = refined[0] if refined else blur
+        # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once both
+        # estimates were tried, the first a little shorter and longer, on the same faded crop and
+        # spectrum (on the motion set's default seed these read 2 more frames, the second
+        # estimate shorter and longer none)
+        length = chosen.length + LENGTH_BIAS_PX
+        steps = LENGTH_STEPS_PX if rank == 0 else ()
+        lengths = [length] + [length + step for step in steps if length + step >= MIN_BLUR_PX / 2]
+        restorations = _cut(wiener(faded, [line_kernel(Blur(each, chosen.angle)) for each in lengths]), box)
+        yield next(restorations)
+        later.append(restorations)
+    for restorations in later:
+        yield from restorations
 
 
-def isolate(crop: np.ndarray, blur: Blur) -> np.ndarray:
-    """The crop with everything but its largest edge-dense patch (the code and its smear) faded to
-    that patch's mean: the sharp counter around a moving code is not blurred, and deconvolving it
-    rings across the code."""
+def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> Iterator[np.ndarray]:
+    """Each restored crop cut to the smear's box: the faded scene around it holds no code, and
+    the enlarged reads cost about its area."""
+    x, y, width, height = box
+    for restored in restorations:
+        yield np.ascontiguousarray(restored[y : y + height, x : x + width])
+
+
+def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crop with everything but the smear of ``blur`` faded to the smear's mean, and the box
+    (x, y, width, height) of the smear grown by _BOX_MARGIN_PX.
+
+    The counter around a moving coupon is sharp, and deconvolving a sharp edge rings into ghost
+    copies along the blur, across the code. A smeared patch varies little along the blur and much
+    across it, while a sharp edge varies along it as much (a barcode's bars across the motion, more):
+    the smear is the largest patch, on the 2x reduced crop, where the local mean of the gradient
+    across the blur exceeds twice that along it and a quarter of its 99th percentile. That patch is
+    grown by the blur's line (its ends ramp gently) and a disk, then softened widely: a sharp fade
+    rings as much as the scene it hides. With the true blur of the motion set's default seed this
+    read 67 of 120 frames, the densest-edge patch it replaced 53.
+    """
     height, width = crop.shape
-    small = cv2.resize(crop, (width // 4, height // 4), interpolation=cv2.INTER_AREA)
-    density = cv2.blur(_edges(small), (9, 9))
-    dense = (density > 0.5 * float(density.max())).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(dense)
+    small = cv2.resize(crop, (width // _ISOLATE_SCALE, height // _ISOLATE_SCALE), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
+    cos, sin = math.cos(math.radians(blur.angle)), math.sin(math.radians(blur.angle))
+    window = (_ISOLATE_WINDOW, _ISOLATE_WINDOW)
+    along = cv2.blur(np.abs(gx * cos + gy * sin), window)
+    across = cv2.blur(np.abs(gy * cos - gx * sin), window)
+    smear = ((across > 2 * along) & (across > 0.25 * float(np.percentile(across, 99)))).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(smear)
     if count > 1:
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        dense = (labels == largest).astype(np.uint8)
-    reach = int(blur.length / 4) + 3
-    grown = cv2.dilate(dense, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
-    # soften the patch's outline on the reduced grid, where the wide Gaussian is 16x cheaper
-    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), max(blur.length / 8, 0.5))
+        smear = (labels == largest).astype(np.uint8)
+    line = (line_kernel(Blur(blur.length / _ISOLATE_SCALE, blur.angle)) > 0).astype(np.uint8)
+    grown = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    # the wide Gaussian runs on a grid reduced 4x: 4x cheaper, and the fade is smooth at that scale
+    coarse = cv2.resize(grown.astype(np.float32), (width // 4, height // 4), interpolation=cv2.INTER_AREA)
+    soft = cv2.GaussianBlur(coarse, (0, 0), _ISOLATE_SOFT_PX / 4)
     weight = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     data = crop.astype(np.float32)
     fill = float((data * weight).sum() / max(float(weight.sum()), 1.0))
     result: np.ndarray = weight * data + (1 - weight) * fill
-    return result
+    bx, by, bw, bh = cv2.boundingRect(grown)
+    margin = _BOX_MARGIN_PX // _ISOLATE_SCALE
+    left, top = max(bx - margin, 0), max(by - margin, 0)
+    right, bottom = min(bx + bw + margin, grown.shape[1]), min(by + bh + margin, grown.shape[0])
+    scale = _ISOLATE_SCALE
+    box = (left * scale, top * scale, (right - left) * scale, (bottom - top) * scale)
+    return result, box
 
 
 def _edges(small: np.ndarray) -> np.ndarray:
@@ -245,12 +336,16 @@ def _dft_floor(side: int) -> int:
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Stretch a restored float image to 0-255 between its 1st and 99th percentiles."""
+    """Stretch a restored float image to 0-255 between the 1st and 99th percentiles of its middle
+    (every 4th pixel of it: the levels are as good and the sort 4x cheaper)."""
     height, width = image.shape
-    middle = image[height // 4 : height - height // 4 : 2, width // 4 : width - width // 4 : 2]
-    low, high = np.percentile(middle, (1, 99))
+    middle = image[height // 4 : height - height // 4 : 4, width // 4 : width - width // 4 : 4].ravel()
+    last = middle.size - 1
+    low, high = (
+        float(v) for v in np.partition(middle, (last // 100, last - last // 100))[[last // 100, last - last // 100]]
+    )
     if high - low < 1e-3:
         high = low + 1
-    scaled = (image - low) * (255.0 / (high - low))
-    result: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
+    scaled = image * (255.0 / (high - low)) - low * 255.0 / (high - low)
+    result: np.ndarray = cv2.convertScaleAbs(np.maximum(scaled, 0, out=scaled))  # saturates above 255
     return result

@@ -143,3 +143,52 @@ def test_a_live_reader_restores_the_sharper_of_two_unread_frames() -> None:
     assert reader.read(frames[1]) == [token]  # after a read, the next unread frame is restored at once
     plain = LiveReader(QrScanner(deblur_budget_ms=0), deblur_every=2)
     assert [plain.read(frame) for frame in frames] == [[], []]
+
+
+def _with_sharp_bars(frame: np.ndarray) -> np.ndarray:
+    """The smeared frame with a sharp barcode-like label beside the code: bars across the motion."""
+    labelled = frame.copy()
+    for column in range(20, 140, 6):
+        labelled[250:330, column : column + 3] = 20
+        labelled[250:330, column + 3 : column + 6] = 235
+    return labelled
+
+
+def test_isolating_keeps_the_smear_and_fades_a_sharp_label_beside_it() -> None:
+    frame = _with_sharp_bars(_smeared(_token(), deblur.Blur(length=26.0, angle=0.0)))
+    crop = frame[:480, :480]
+    faded, (x, y, width, height) = deblur.isolate(crop, deblur.Blur(length=26.0, angle=0.0))
+    label, code = (slice(250, 330), slice(30, 130)), (slice(150, 300), slice(250, 380))
+    assert crop[label].std() > 80
+    assert faded[label].std() < 0.2 * float(crop[label].std())  # the label's bars would ring across the code
+    assert faded[code].std() > 0.9 * float(crop[code].std())
+    assert x <= 150 and y <= 80 and x + width >= 450 - 26 and y + height >= 380  # the box holds the code
+
+
+def test_a_blur_is_measured_within_a_pixel_or_two_on_the_faded_crop() -> None:
+    for blur in (deblur.Blur(18.0, 0.0), deblur.Blur(30.0, 120.0), deblur.Blur(38.0, 75.0)):
+        frame = _smeared(_token(), blur)
+        x, y, side, _ = deblur.code_region(frame)
+        crop = frame[y : y + side, x : x + side]
+        faded, _ = deblur.isolate(crop, deblur.estimate_blurs(crop)[0])
+        measured = deblur.estimate_blurs(faded, count=1)[0]
+        assert measured.length + deblur.LENGTH_BIAS_PX == pytest.approx(blur.length, abs=2.0)
+        turn = abs(measured.angle - blur.angle) % 180
+        assert min(turn, 180 - turn) <= 4.0
+
+
+def test_wiener_restores_once_per_kernel_and_noise_ratio() -> None:
+    crop = _smeared(_token())[:256, :256]
+    kernels = [deblur.line_kernel(deblur.Blur(length, 35.0)) for length in (20.0, 26.0)]
+    restored = list(deblur.wiener(crop.astype(np.float32), kernels, (0.002, 0.01)))
+    assert len(restored) == 4
+    assert all(image.shape == crop.shape and image.dtype == np.uint8 for image in restored)
+    assert not np.array_equal(restored[0], restored[2])  # another kernel, another restoration
+
+
+def test_levels_are_stretched_between_the_percentiles_and_clipped() -> None:
+    image = np.tile(np.linspace(-100.0, 100.0, 200, dtype=np.float32), (200, 1))
+    stretched = deblur._to_uint8(image)
+    assert stretched[:, 0].max() == 0  # far below the 1st percentile: black, never folded back up
+    assert stretched[:, -1].min() == 255
+    assert 100 <= int(stretched[100, 100]) <= 155
