@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from agent.coupons import deblur
+from agent.coupons import deblur, fusion
 from agent.coupons.images import load_image
 from agent.coupons.live import SharpestPick
 
@@ -149,36 +149,59 @@ class QrScanner:
 
 
 class LiveReader:
-    """Reads the frames of a live scanner: the cheap passes on every frame, the deblur pass only on
-    the sharpest of each ``deblur_every`` frames that read nothing (see live.SharpestPick).
+    """Reads the frames of a live scanner: the cheap passes on every frame, the deblur pass on the
+    sharpest of each ``deblur_every`` frames that read nothing (see live.SharpestPick), and, with
+    ``fuse``, a two-frame restoration of each unread frame with a code-like patch together with the
+    previous such frame (agent/coupons/fusion.py).
 
     Once a code was read, the next ``deblur_every`` unread frames are each restored at once: a
     code in view is confirmed over consecutive frames, and a blurred showing would otherwise give
     only scattered reads. The extra cost is spent only while a code is in view.
     """
 
-    def __init__(self, scanner: QrScanner, deblur_every: int = 2) -> None:
+    def __init__(self, scanner: QrScanner, deblur_every: int = 1, fuse: bool = True) -> None:
         self.scanner = scanner
         self.deblur_every = deblur_every
+        self.fuse = fuse
         self._pick: SharpestPick[np.ndarray] = SharpestPick(deblur_every)
         self._follow = 0  # unread frames still to restore at once after a read
+        self._previous: fusion.Prepared | None = None  # the last unread frame with a code-like patch
 
     def read(self, image: np.ndarray) -> list[str]:
-        """The texts read in this frame, or restored from the sharpest recent unread one."""
+        """The texts read in this frame, restored from the sharpest recent unread one, or from this
+        frame and the previous unread one together."""
         codes = list(self.scanner.scan(image, deblur=False).codes)
         if not codes and self.scanner.deblur_budget_ms > 0:
             gray = to_gray(image)
-            if self._follow > 0:
-                self._follow -= 1
+            if self._follow > 0 or self.deblur_every == 1:
+                self._follow = max(self._follow - 1, 0)
                 codes = list(self.scanner.restore(gray).codes)
             else:
                 chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
                 if chosen is not None:
                     codes = list(self.scanner.restore(chosen).codes)
+            if not codes and self.fuse:
+                codes = self._fused(gray)
         if codes:
             self._pick.reset()
             self._follow = self.deblur_every
+            self._previous = None
         return codes
+
+    def _fused(self, gray: np.ndarray) -> list[str]:
+        """Read this frame restored together with the previous unread one; remember this one."""
+        if min(gray.shape) < deblur.MIN_FRAME_SIDE or deblur.code_region(gray)[3] < DEBLUR_MIN_EDGE_DENSITY:
+            return []
+        current = fusion.prepare(gray)
+        previous, self._previous = self._previous, current
+        if current is None or previous is None:
+            return []
+        for restored in fusion.fused_candidates(current, previous):
+            for variant in _restored_variants(restored):
+                codes, _ = _read(variant)
+                if codes:
+                    return list(codes)
+        return []
 
 
 _DEFAULT = QrScanner()
