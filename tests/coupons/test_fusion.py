@@ -94,11 +94,14 @@ def test_shifted_moves_the_content_and_fills_with_the_mean() -> None:
     assert np.all(moved[2:, :] == image.mean()) and np.all(moved[:, 0] == image.mean())
 
 
-def test_the_code_centre_is_the_densest_patch() -> None:
-    frame = np.full((480, 640), 128, np.uint8)
-    frame[300:460, 40:200] = _modules(160, module=5).astype(np.uint8)
-    x, y = fusion.code_centre(frame)
-    assert abs(x - 120) <= 8 and abs(y - 380) <= 8
+@pytest.mark.parametrize("contrast", [1.0, 0.15])
+def test_the_code_centre_finds_a_faint_code_among_sharp_print(contrast: float) -> None:
+    frame = cv2.cvtColor(qr_testset.empty_frame(640, 480, seed=3), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    patch = frame[280:460, 400:580]
+    frame[280:460, 400:580] = patch.mean() + contrast * (_modules(180, module=5)[:180, :180] - 127)
+    gray = np.clip(frame, 0, 255).astype(np.uint8)
+    x, y = fusion.code_centre(gray)
+    assert abs(x - 490) <= 40 and abs(y - 370) <= 40
 
 
 def test_a_frame_too_small_is_not_prepared() -> None:
