@@ -584,9 +584,9 @@ class CouponsConfig(_Section):
     fuse_frames: bool = Field(
         default=True,
         description=(
-            "restore each unread frame with a code-like patch together with the previous one "
-            "(two-frame Wiener filter: a coupon smeared differently in two frames is read from the "
-            "pair); costs about 15-25 ms more per such frame"
+            "restore each unread frame in which something moved around its code, alone and together "
+            "with the previous one (two-frame Wiener filter: a coupon smeared differently in two frames "
+            "is read from the pair), within a 60 ms budget per frame; costs about 10-25 ms more per such frame"
         ),
     )
 

@@ -52,7 +52,7 @@ def test_two_frames_smeared_across_each_other_are_read_together() -> None:
     assert scanner.restore(across).codes == () and scanner.restore(along).codes == ()
     single = LiveReader(QrScanner(deblur_budget_ms=1000), fuse=False)
     assert [single.read(across), single.read(along)] == [[], []]
-    reader = LiveReader(QrScanner(deblur_budget_ms=1000))
+    reader = LiveReader(QrScanner(deblur_budget_ms=1000), frame_budget_ms=1000)
     assert reader.read(across) == []  # nothing to fuse it with yet
     assert reader.read(along) == [token]
 
@@ -104,6 +104,21 @@ def test_the_code_centre_finds_a_faint_code_among_sharp_print(contrast: float) -
     assert abs(x - 490) <= 40 and abs(y - 370) <= 40
 
 
+def test_only_a_frame_in_which_something_moved_is_fused() -> None:
+    scene = cv2.cvtColor(qr_testset.empty_frame(640, 480, seed=3), cv2.COLOR_BGR2GRAY)
+    rng = np.random.default_rng(4)
+
+    def noisy(image: np.ndarray) -> np.ndarray:
+        return np.clip(image + rng.normal(0, 3.0, image.shape), 0, 255).astype(np.uint8)
+
+    idle = [fusion.thumbnail(noisy(scene.astype(np.float32))) for _ in range(2)]
+    assert not fusion.moved(idle[1], idle[0])
+    shown = scene.astype(np.float32)
+    shown[100:300, 200:400] = _modules(200, module=5)
+    assert fusion.moved(fusion.thumbnail(noisy(shown)), idle[1])
+    assert fusion.moved(idle[1], None)  # nothing to compare with: fuse
+
+
 def test_a_frame_too_small_is_not_prepared() -> None:
     assert fusion.prepare(np.zeros((100, 100), np.uint8)) is None
 
@@ -123,4 +138,4 @@ def test_showings_of_a_moving_coupon_are_read_more_often_than_by_restoring_one_f
         return count
 
     assert read(lambda: LiveReader(QrScanner(deblur_budget_ms=1000), deblur_every=2, fuse=False)) == 0
-    assert read(lambda: LiveReader(QrScanner(deblur_budget_ms=1000))) >= 3
+    assert read(lambda: LiveReader(QrScanner(deblur_budget_ms=1000), frame_budget_ms=1000)) >= 3
