@@ -573,12 +573,20 @@ class CouponsConfig(_Section):
         ),
     )
     deblur_every: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=30,
         description=(
             "the live scanner restores one frame in this many unread ones, the sharpest of them "
             "(1: every unread frame; higher bounds the CPU a long blurred showing costs)"
+        ),
+    )
+    fuse_frames: bool = Field(
+        default=True,
+        description=(
+            "restore each unread frame in which something moved around its code, alone and together "
+            "with the previous one (two-frame Wiener filter: a coupon smeared differently in two frames "
+            "is read from the pair), within a 60 ms budget per frame; costs about 10-25 ms more per such frame"
         ),
     )
 

@@ -61,7 +61,9 @@ class ScanService:
             confirm_frames=coupons.confirm_frames,
             signed=desk.signature_holds if coupons.accept_signed_at_once else None,
         )
-        reader = LiveReader(QrScanner(deblur_budget_ms=coupons.deblur_budget_ms), coupons.deblur_every)
+        reader = LiveReader(
+            QrScanner(deblur_budget_ms=coupons.deblur_budget_ms), coupons.deblur_every, coupons.fuse_frames
+        )
         frames = FrameSource(
             self.source,
             queue_size=1,

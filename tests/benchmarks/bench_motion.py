@@ -11,8 +11,10 @@ and for 1-s showings (10 frames of one moving coupon) the fraction in which the 
 at least one frame, and the fraction a live scanner acts on (read in 2 consecutive frames, the
 default confirm_frames, and 1, and 2 unless the read's signature verifies, the default
 accept_signed_at_once), also for the live reader that restores only the sharpest of
-every 2 or 3 unread frames; with the mean and worst ms per frame. A frame counts as read when
-the expected token is among the texts.
+every 2 unread frames (the former default), every unread frame, and every unread frame plus
+each pair of consecutive unread frames (the default, agent/coupons/fusion.py); with the mean and
+worst ms per frame, the CPU time per showing (one thread) and the showings acted on per category. A
+frame counts as read when the expected token is among the texts.
 """
 
 from __future__ import annotations
@@ -132,16 +134,20 @@ def main() -> int:
 
     live_readers: dict[str, Callable[[], Reader]] = {
         **{name: (lambda reader=reader: reader) for name, reader in readers.items()},
-        "live, sharpest of 2": lambda: LiveReader(QrScanner(), deblur_every=2).read,
-        "live, sharpest of 3": lambda: LiveReader(QrScanner(), deblur_every=3).read,
+        "live, sharpest of 2": lambda: LiveReader(QrScanner(), deblur_every=2, fuse=False).read,
+        "live, every frame": lambda: LiveReader(QrScanner(), deblur_every=1, fuse=False).read,
+        "live, default (+pairs)": lambda: LiveReader(QrScanner()).read,
     }
     reads: dict[str, list[list[bool]]] = {}
     frame_ms: dict[str, list[float]] = {}
+    showing_cpu_ms: dict[str, list[float]] = {}
     for name, make in live_readers.items():
-        reads[name], frame_ms[name] = [], []
+        reads[name], frame_ms[name], showing_cpu_ms[name] = [], [], []
         for showing in showings:
             reader = make()  # a new showing: a fresh live reader
+            cpu_started = time.thread_time()
             timings = [timed(reader, frame.image) for frame in showing]
+            showing_cpu_ms[name].append((time.thread_time() - cpu_started) * 1000)
             reads[name].append([frame.text in texts for frame, (texts, _) in zip(showing, timings, strict=True)])
             frame_ms[name].extend(ms for _, ms in timings)
     print()
@@ -166,6 +172,20 @@ def main() -> int:
     for label, statistic in (("mean ms per frame", statistics.mean), ("worst ms per frame", max)):
         cells = [f"{statistic(frame_ms[name]):24.2f}" for name in live_readers]
         print(f"{label:22} {'':6} " + " ".join(cells))
+    for label, statistic in (("mean CPU ms per showing", statistics.mean), ("worst CPU ms per showing", max)):
+        cells = [f"{statistic(showing_cpu_ms[name]):24.1f}" for name in live_readers]
+        print(f"{label:22} {'':6} " + " ".join(cells))
+
+    print()
+    print("1-s showings acted on (confirm 2, signed once) per category")
+    print(f"{'category':22} {'shown':>6} " + " ".join(f"{name:>24}" for name in live_readers))
+    for category in [*categories, "all"]:
+        chosen = [i for i, showing in enumerate(showings) if category in ("all", showing[0].category)]
+        cells = []
+        for name in live_readers:
+            outcomes = [acted_on(reads[name][i], 2, signature_check(args.seed, showings[i][0].text)) for i in chosen]
+            cells.append(f"{sum(outcomes):17d} {sum(outcomes) / max(len(outcomes), 1):6.1%}")
+        print(f"{category:22} {len(chosen):6d} " + " ".join(cells))
     return 0
 
 
