@@ -50,6 +50,7 @@ DENOISE_SIGMA = 0.8
 """A light Gaussian blur of the restored crop: amplified noise costs more reads than softness."""
 LENGTH_STEPS_PX = (-1.5, 1.5)
 """Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
+HALF_FIRST = True
 _MAX_CROP = 512
 _EDGE_LEVEL = 40
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
@@ -198,7 +199,10 @@ def line_kernel(blur: Blur) -> np.ndarray:
 
 
 def wiener(
-    crop: np.ndarray, kernels: list[np.ndarray], noise_ratios: tuple[float, ...] = NOISE_RATIOS
+    crop: np.ndarray,
+    kernels: list[np.ndarray],
+    noise_ratios: tuple[float, ...] = NOISE_RATIOS,
+    denoise_sigma: float = DENOISE_SIGMA,
 ) -> Iterator[np.ndarray]:
     """The crop deconvolved with each kernel in turn, once per noise-to-signal ratio, as uint8
     images. The crop's taper and spectrum are computed once for all kernels (they cost about as
@@ -221,7 +225,9 @@ def wiener(
         for ratio in noise_ratios:
             restored_f = numerator / (power + ratio)[:, :, None]
             restored = cv2.idft(restored_f, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
-            yield _to_uint8(cv2.GaussianBlur(restored, (0, 0), DENOISE_SIGMA))
+            if denoise_sigma > 0:
+                restored = cv2.GaussianBlur(restored, (0, 0), denoise_sigma)
+            yield _to_uint8(restored)
 
 
 @functools.cache
@@ -234,27 +240,42 @@ def _taper(height: int, width: int, pad: int) -> np.ndarray:
 
 
 def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = None) -> Iterator[np.ndarray]:
-    """Restored crops of the code-like region of a gray frame, most likely first (see module doc)."""
+    """Restored crops of the code-like region of a gray frame, most likely first (see module doc):
+    the first estimate restored on the crop reduced 2x (returned at that size), then every
+    estimate at full size."""
     x, y, side = region if region is not None else code_region(gray)[:3]
     crop = gray[y : y + side, x : x + side]
+    reduced = cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA)
+    found = _cepstrum_minima(reduced, 2, 2)  # lengths in the reduced crop's pixels
+    if HALF_FIRST and found:
+        yield next(_restorations(reduced, found[0], 2, ()))
     later: list[Iterator[np.ndarray]] = []
-    for rank, blur in enumerate(estimate_blurs(crop, shrink=2)):
-        faded, box = isolate(crop, blur)
-        # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
-        refined = estimate_blurs(faded, count=1)
-        chosen = refined[0] if refined else blur
+    for rank, blur in enumerate(found):
         # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once both
         # estimates were tried, the first a little shorter and longer, on the same faded crop and
         # spectrum (on the motion set's default seed these read 2 more frames, the second
         # estimate shorter and longer none)
-        length = chosen.length + LENGTH_BIAS_PX
         steps = LENGTH_STEPS_PX if rank == 0 else ()
-        lengths = [length] + [length + step for step in steps if length + step >= MIN_BLUR_PX / 2]
-        restorations = _cut(wiener(faded, [line_kernel(Blur(each, chosen.angle)) for each in lengths]), box)
+        restorations = _restorations(crop, Blur(blur.length * 2, blur.angle, blur.depth), 1, steps)
         yield next(restorations)
         later.append(restorations)
     for restorations in later:
         yield from restorations
+
+
+def _restorations(work: np.ndarray, blur: Blur, scale: int, steps: tuple[float, ...]) -> Iterator[np.ndarray]:
+    """The crop ``work`` (the code-like region reduced ``scale`` times; ``blur`` in its pixels)
+    faded around the smear, the blur measured again on it, deconvolved with that length and then
+    with the length moved by each of ``steps`` (frame px), each cut to the smear."""
+    faded, box = isolate(work, blur, scale)
+    # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
+    refined = _cepstrum_minima(faded, 1, scale)
+    chosen = refined[0] if refined else blur
+    length = chosen.length + LENGTH_BIAS_PX / scale
+    shortest = MIN_BLUR_PX / 2 / scale
+    lengths = [length] + [length + step / scale for step in steps if length + step / scale >= shortest]
+    kernels = [line_kernel(Blur(each, chosen.angle)) for each in lengths]
+    return _cut(wiener(faded, kernels, NOISE_RATIOS, DENOISE_SIGMA / scale), box)
 
 
 def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> Iterator[np.ndarray]:
@@ -265,7 +286,7 @@ def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> 
         yield np.ascontiguousarray(restored[y : y + height, x : x + width])
 
 
-def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def isolate(crop: np.ndarray, blur: Blur, scale: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The crop with everything but the smear of ``blur`` faded to the smear's mean, and the box
     (x, y, width, height) of the smear grown by _BOX_MARGIN_PX.
 
@@ -279,8 +300,11 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
     read 67 of 120 frames, the densest-edge patch it replaced 53.
     """
     height, width = crop.shape
-    small = cv2.resize(crop, (width // _ISOLATE_SCALE, height // _ISOLATE_SCALE), interpolation=cv2.INTER_AREA)
-    small = small.astype(np.float32)
+    step = _ISOLATE_SCALE // scale  # the crop is already reduced ``scale`` times
+    if step > 1:
+        small = cv2.resize(crop, (width // step, height // step), interpolation=cv2.INTER_AREA).astype(np.float32)
+    else:
+        small = crop.astype(np.float32)
     gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
     cos, sin = math.cos(math.radians(blur.angle)), math.sin(math.radians(blur.angle))
@@ -292,10 +316,15 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
     if count > 1:
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         smear = (labels == largest).astype(np.uint8)
-    line = (line_kernel(Blur(blur.length / _ISOLATE_SCALE, blur.angle)) > 0).astype(np.uint8)
+    line = (line_kernel(Blur(blur.length / step, blur.angle)) > 0).astype(np.uint8)
     grown = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
     # the wide Gaussian runs on a grid reduced 4x: 4x cheaper, and the fade is smooth at that scale
-    coarse = cv2.resize(grown.astype(np.float32), (width // 4, height // 4), interpolation=cv2.INTER_AREA)
+    coarse_step = 4 // _ISOLATE_SCALE
+    coarse = cv2.resize(
+        grown.astype(np.float32),
+        (grown.shape[1] // coarse_step, grown.shape[0] // coarse_step),
+        interpolation=cv2.INTER_AREA,
+    )
     soft = cv2.GaussianBlur(coarse, (0, 0), _ISOLATE_SOFT_PX / 4)
     weight = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     data = crop.astype(np.float32)
@@ -305,8 +334,7 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
     margin = _BOX_MARGIN_PX // _ISOLATE_SCALE
     left, top = max(bx - margin, 0), max(by - margin, 0)
     right, bottom = min(bx + bw + margin, grown.shape[1]), min(by + bh + margin, grown.shape[0])
-    scale = _ISOLATE_SCALE
-    box = (left * scale, top * scale, (right - left) * scale, (bottom - top) * scale)
+    box = (left * step, top * step, (right - left) * step, (bottom - top) * step)
     return result, box
 
 
