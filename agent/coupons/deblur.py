@@ -51,6 +51,8 @@ DENOISE_SIGMA = 0.8
 LENGTH_STEPS_PX = (-1.5, 1.5)
 """Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
 HALF_FIRST = True
+REDUCED_LENGTH_BIAS_PX = -1.5
+REDUCED_NOISE_RATIOS = (0.001,)
 _MAX_CROP = 512
 _EDGE_LEVEL = 40
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
@@ -271,11 +273,12 @@ def _restorations(work: np.ndarray, blur: Blur, scale: int, steps: tuple[float, 
     # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
     refined = _cepstrum_minima(faded, 1, scale)
     chosen = refined[0] if refined else blur
-    length = chosen.length + LENGTH_BIAS_PX / scale
+    length = chosen.length + (LENGTH_BIAS_PX if scale == 1 else REDUCED_LENGTH_BIAS_PX) / scale
     shortest = MIN_BLUR_PX / 2 / scale
     lengths = [length] + [length + step / scale for step in steps if length + step / scale >= shortest]
     kernels = [line_kernel(Blur(each, chosen.angle)) for each in lengths]
-    return _cut(wiener(faded, kernels, NOISE_RATIOS, DENOISE_SIGMA / scale), box)
+    ratios = NOISE_RATIOS if scale == 1 else REDUCED_NOISE_RATIOS
+    return _cut(wiener(faded, kernels, ratios, DENOISE_SIGMA / scale), box)
 
 
 def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> Iterator[np.ndarray]:
