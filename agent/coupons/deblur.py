@@ -250,7 +250,7 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     reduced = cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA)
     found = _cepstrum_minima(reduced, 2, 2)  # lengths in the reduced crop's pixels
     if HALF_FIRST and found:
-        yield next(_restorations(reduced, found[0], 2, ()))
+        yield from _restorations(reduced, found[0], 2, LENGTH_STEPS_PX)
     later: list[Iterator[np.ndarray]] = []
     for rank, blur in enumerate(found):
         # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once both
