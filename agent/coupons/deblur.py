@@ -10,22 +10,32 @@ cheapest and most likely first:
    dense edges across the motion, a counter scene has sparse ones), or one given by the caller.
 2. The blur's length and angle: the two deepest minima of the cepstrum of the crop reduced 2x,
    between MIN_BLUR_PX and MAX_BLUR_PX from the origin.
-3. For each: the smear of that blur found and everything else faded out (``isolate``: the sharp
-   counter around a moving code rings across it when deconvolved), the blur measured again at
-   full size on the faded crop (its cepstrum is clearer), and the faded crop deconvolved by a
-   Wiener filter with a line kernel of that length and angle, its edges tapered towards its mean.
-   Once both estimates were tried, the first 1.5 px shorter and longer.
-4. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
+3. First on the crop reduced 2x, with the first estimate: the smear of that blur found and
+   everything else faded out (``isolate``: the sharp counter around a moving code rings across it
+   when deconvolved), the blur measured again on the faded crop (its cepstrum is clearer), and the
+   faded crop deconvolved by a Wiener filter with a line kernel of that length and angle, its
+   edges tapered towards its mean; then with that kernel 1.5 frame px shorter and longer.
+   Reduced 2x, modules of 3.5-6.5 px become 1.75-3.25 px and blurs of 15-40 px 7.5-20 px, still
+   restorable, and the transforms cost a quarter: the first restoration costs about 4 ms of one
+   core instead of 15.
+4. Then the same at full size for each estimate; once both estimates were tried, the first 1.5 px
+   shorter and longer. These read the frames whose reduced restorations did not.
+5. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
    mean (the scanner's ``_restored_variants``).
 
 On the motion set's default seed (tests/coupons/qr_motionset.py, 120 frames) with unlimited time,
-these steps read 73 frames in a median 26 ms of one core per frame; the previous ones (the
-densest-edge patch faded instead of the smear, one estimate at full size and no second measure,
-reads of the uncut crop as is, enlarged 2x and binarised over 31 px) read 54 in 35 ms.
+the full-size restorations alone read 75 frames (68 with the first one) and the reduced ones
+alone 63 (53 with the first one), both 77. Through QrScanner with its default budgets, in one run
+on one core, starting with the reduced restorations took the median time per frame from 28.6 to
+17.7 ms and read 73 frames instead of 71 (default seed; seed 7: 56.7 % to 59.2 % read, 28.5
+to 17.5 ms). The earlier steps (the densest-edge patch faded instead of the smear, one estimate at
+full size and no second measure, reads of the uncut crop as is, enlarged 2x and binarised over
+31 px) read 54 frames in 35 ms with unlimited time.
 
-Pure numpy/OpenCV; the first candidate costs about 15 ms of one core on a 480 px crop (the
-estimates 4, the fade 3, the restoration 6, the reads 2-4), each further one 6-10 ms. The caller
-keeps the per-frame time budget and stops as soon as one candidate decodes.
+Pure numpy/OpenCV. On a 480 px crop the first reduced restoration costs about 4 ms of one core
+(the estimates 1.5, the fade 1.4, the restoration 1.3) and each further length 1.3; a full-size
+one about 14 ms, each further one 6-10 ms; the reads 1-5 ms each. The caller keeps the per-frame
+time budget and stops as soon as one candidate decodes.
 """
 
 from __future__ import annotations
@@ -50,9 +60,14 @@ DENOISE_SIGMA = 0.8
 """A light Gaussian blur of the restored crop: amplified noise costs more reads than softness."""
 LENGTH_STEPS_PX = (-1.5, 1.5)
 """Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
-HALF_FIRST = True
 REDUCED_LENGTH_BIAS_PX = -1.5
+"""The length bias on the crop reduced 2x (frame px): the reduced cepstrum's minimum lies further
+beyond the true length. On the motion set's default seed the first reduced restoration read 37
+of 120 frames at -0.5, 46 at -1.0, 52 at -1.5 and -2.0 and 40 at -2.5 (with a noise ratio of
+0.001; seed 7: 58 at -1.5, 60 at -2.0)."""
 REDUCED_NOISE_RATIOS = (0.001,)
+"""Wiener noise-to-signal ratios on the reduced crop (averaging 2x2 pixels halves the noise): with
+the bias above, 0.001 read 52 frames of the default seed, 0.002 48, 0.005 33 and 0.01 18."""
 _MAX_CROP = 512
 _EDGE_LEVEL = 40
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
@@ -249,7 +264,7 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     crop = gray[y : y + side, x : x + side]
     reduced = cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA)
     found = _cepstrum_minima(reduced, 2, 2)  # lengths in the reduced crop's pixels
-    if HALF_FIRST and found:
+    if found:
         yield from _restorations(reduced, found[0], 2, LENGTH_STEPS_PX)
     later: list[Iterator[np.ndarray]] = []
     for rank, blur in enumerate(found):
@@ -291,7 +306,8 @@ def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> 
 
 def isolate(crop: np.ndarray, blur: Blur, scale: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The crop with everything but the smear of ``blur`` faded to the smear's mean, and the box
-    (x, y, width, height) of the smear grown by _BOX_MARGIN_PX.
+    (x, y, width, height) of the smear grown by _BOX_MARGIN_PX. A crop already reduced ``scale``
+    times (``blur`` in its pixels) is reduced that much less: the smear is found on the same grid.
 
     The counter around a moving coupon is sharp, and deconvolving a sharp edge rings into ghost
     copies along the blur, across the code. A smeared patch varies little along the blur and much
