@@ -264,8 +264,10 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
     crop = gray[y : y + side, x : x + side]
     reduced = cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA)
     found = _cepstrum_minima(reduced, 2, 2)  # lengths in the reduced crop's pixels
+    # the first estimate's smear is found on the same grid at both sizes: found once
+    first_smear = _smear(reduced, found[0], 2) if found else None
     if found:
-        yield from _restorations(reduced, found[0], 2, LENGTH_STEPS_PX)
+        yield from _restorations(reduced, found[0], 2, LENGTH_STEPS_PX, first_smear)
     later: list[Iterator[np.ndarray]] = []
     for rank, blur in enumerate(found):
         # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once both
@@ -273,18 +275,24 @@ def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = No
         # spectrum (on the motion set's default seed these read 2 more frames, the second
         # estimate shorter and longer none)
         steps = LENGTH_STEPS_PX if rank == 0 else ()
-        restorations = _restorations(crop, Blur(blur.length * 2, blur.angle, blur.depth), 1, steps)
+        full = Blur(blur.length * 2, blur.angle, blur.depth)
+        restorations = _restorations(crop, full, 1, steps, first_smear if rank == 0 else None)
         yield next(restorations)
         later.append(restorations)
     for restorations in later:
         yield from restorations
 
 
-def _restorations(work: np.ndarray, blur: Blur, scale: int, steps: tuple[float, ...]) -> Iterator[np.ndarray]:
+def _restorations(
+    work: np.ndarray, blur: Blur, scale: int, steps: tuple[float, ...], smear: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """The crop ``work`` (the code-like region reduced ``scale`` times; ``blur`` in its pixels)
     faded around the smear, the blur measured again on it, deconvolved with that length and then
-    with the length moved by each of ``steps`` (frame px), each cut to the smear."""
-    faded, box = isolate(work, blur, scale)
+    with the length moved by each of ``steps`` (frame px), each cut to the smear. ``smear``: the
+    blur's smear (``_smear``) if already found."""
+    if smear is None:
+        smear = _smear(work, blur, scale)
+    faded, box = _fade(work, smear, _ISOLATE_SCALE // scale)
     # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
     refined = _cepstrum_minima(faded, 1, scale)
     chosen = refined[0] if refined else blur
@@ -318,6 +326,11 @@ def isolate(crop: np.ndarray, blur: Blur, scale: int = 1) -> tuple[np.ndarray, t
     rings as much as the scene it hides. With the true blur of the motion set's default seed this
     read 67 of 120 frames, the densest-edge patch it replaced 53.
     """
+    return _fade(crop, _smear(crop, blur, scale), _ISOLATE_SCALE // scale)
+
+
+def _smear(crop: np.ndarray, blur: Blur, scale: int) -> np.ndarray:
+    """The grown smear of ``isolate`` on the crop reduced _ISOLATE_SCALE times in all (uint8 0/1)."""
     height, width = crop.shape
     step = _ISOLATE_SCALE // scale  # the crop is already reduced ``scale`` times
     if step > 1:
@@ -336,7 +349,14 @@ def isolate(crop: np.ndarray, blur: Blur, scale: int = 1) -> tuple[np.ndarray, t
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         smear = (labels == largest).astype(np.uint8)
     line = (line_kernel(Blur(blur.length / step, blur.angle)) > 0).astype(np.uint8)
-    grown = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    grown: np.ndarray = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    return grown
+
+
+def _fade(crop: np.ndarray, grown: np.ndarray, step: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crop faded outside the smear ``grown`` (found on the crop reduced ``step`` times), and
+    the smear's box in the crop's pixels (see ``isolate``)."""
+    height, width = crop.shape
     # the wide Gaussian runs on a grid reduced 4x: 4x cheaper, and the fade is smooth at that scale
     coarse_step = 4 // _ISOLATE_SCALE
     coarse = cv2.resize(
