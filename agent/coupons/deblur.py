@@ -28,9 +28,10 @@ the full-size restorations alone read 75 frames (68 with the first one) and the 
 alone 63 (53 with the first one), both 77. Through QrScanner with its default budgets, in one run
 on one core, starting with the reduced restorations took the median time per frame from 28.6 to
 17.7 ms and read 73 frames instead of 71 (default seed; seed 7: 56.7 % to 59.2 % read, 28.5
-to 17.5 ms). The earlier steps (the densest-edge patch faded instead of the smear, one estimate at
-full size and no second measure, reads of the uncut crop as is, enlarged 2x and binarised over
-31 px) read 54 frames in 35 ms with unlimited time.
+to 17.5 ms; seed 11, by tests/benchmarks/bench_motion.py: 62.5 % to 66.7 %, 28.4 to 15.1 ms,
+the deblur pass alone from 20.0 to 8.1 ms). The earlier steps (the densest-edge patch faded
+instead of the smear, one estimate at full size and no second measure, reads of the uncut crop as
+is, enlarged 2x and binarised over 31 px) read 54 frames in 35 ms with unlimited time.
 
 Pure numpy/OpenCV. On a 480 px crop the first reduced restoration costs about 4 ms of one core
 (the estimates 1.5, the fade 1.4, the restoration 1.3) and each further length 1.3; a full-size
