@@ -10,22 +10,33 @@ cheapest and most likely first:
    dense edges across the motion, a counter scene has sparse ones), or one given by the caller.
 2. The blur's length and angle: the two deepest minima of the cepstrum of the crop reduced 2x,
    between MIN_BLUR_PX and MAX_BLUR_PX from the origin.
-3. For each: the smear of that blur found and everything else faded out (``isolate``: the sharp
-   counter around a moving code rings across it when deconvolved), the blur measured again at
-   full size on the faded crop (its cepstrum is clearer), and the faded crop deconvolved by a
-   Wiener filter with a line kernel of that length and angle, its edges tapered towards its mean.
-   Once both estimates were tried, the first 1.5 px shorter and longer.
-4. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
+3. First on the crop reduced 2x, with the first estimate: the smear of that blur found and
+   everything else faded out (``isolate``: the sharp counter around a moving code rings across it
+   when deconvolved), the blur measured again on the faded crop (its cepstrum is clearer), and the
+   faded crop deconvolved by a Wiener filter with a line kernel of that length and angle, its
+   edges tapered towards its mean; then with that kernel 1.5 frame px shorter and longer.
+   Reduced 2x, modules of 3.5-6.5 px become 1.75-3.25 px and blurs of 15-40 px 7.5-20 px, still
+   restorable, and the transforms cost a quarter: the first restoration costs about 4 ms of one
+   core instead of 15.
+4. Then the same at full size for each estimate; once both estimates were tried, the first 1.5 px
+   shorter and longer. These read the frames whose reduced restorations did not.
+5. Each restoration is cut to the smear and read enlarged 2x and 4x and binarised by a local
    mean (the scanner's ``_restored_variants``).
 
 On the motion set's default seed (tests/coupons/qr_motionset.py, 120 frames) with unlimited time,
-these steps read 73 frames in a median 26 ms of one core per frame; the previous ones (the
-densest-edge patch faded instead of the smear, one estimate at full size and no second measure,
-reads of the uncut crop as is, enlarged 2x and binarised over 31 px) read 54 in 35 ms.
+the full-size restorations alone read 75 frames (68 with the first one) and the reduced ones
+alone 63 (53 with the first one), both 77. Through QrScanner with its default budgets, in one run
+on one core, starting with the reduced restorations took the median time per frame from 28.6 to
+17.7 ms and read 73 frames instead of 71 (default seed; seed 7: 56.7 % to 59.2 % read, 28.5
+to 17.5 ms; seed 11, by tests/benchmarks/bench_motion.py: 62.5 % to 66.7 %, 28.4 to 15.1 ms,
+the deblur pass alone from 20.0 to 8.1 ms). The earlier steps (the densest-edge patch faded
+instead of the smear, one estimate at full size and no second measure, reads of the uncut crop as
+is, enlarged 2x and binarised over 31 px) read 54 frames in 35 ms with unlimited time.
 
-Pure numpy/OpenCV; the first candidate costs about 15 ms of one core on a 480 px crop (the
-estimates 4, the fade 3, the restoration 6, the reads 2-4), each further one 6-10 ms. The caller
-keeps the per-frame time budget and stops as soon as one candidate decodes.
+Pure numpy/OpenCV. On a 480 px crop the first reduced restoration costs about 4 ms of one core
+(the estimates 1.5, the fade 1.4, the restoration 1.3) and each further length 1.3; a full-size
+one about 14 ms, each further one 6-10 ms; the reads 1-5 ms each. The caller keeps the per-frame
+time budget and stops as soon as one candidate decodes.
 """
 
 from __future__ import annotations
@@ -50,6 +61,14 @@ DENOISE_SIGMA = 0.8
 """A light Gaussian blur of the restored crop: amplified noise costs more reads than softness."""
 LENGTH_STEPS_PX = (-1.5, 1.5)
 """Offsets from the first estimate's length tried after every estimate (they read a few more frames)."""
+REDUCED_LENGTH_BIAS_PX = -1.5
+"""The length bias on the crop reduced 2x (frame px): the reduced cepstrum's minimum lies further
+beyond the true length. On the motion set's default seed the first reduced restoration read 37
+of 120 frames at -0.5, 46 at -1.0, 52 at -1.5 and -2.0 and 40 at -2.5 (with a noise ratio of
+0.001; seed 7: 58 at -1.5, 60 at -2.0)."""
+REDUCED_NOISE_RATIOS = (0.001,)
+"""Wiener noise-to-signal ratios on the reduced crop (averaging 2x2 pixels halves the noise): with
+the bias above, 0.001 read 52 frames of the default seed, 0.002 48, 0.005 33 and 0.01 18."""
 _MAX_CROP = 512
 _EDGE_LEVEL = 40
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
@@ -198,7 +217,10 @@ def line_kernel(blur: Blur) -> np.ndarray:
 
 
 def wiener(
-    crop: np.ndarray, kernels: list[np.ndarray], noise_ratios: tuple[float, ...] = NOISE_RATIOS
+    crop: np.ndarray,
+    kernels: list[np.ndarray],
+    noise_ratios: tuple[float, ...] = NOISE_RATIOS,
+    denoise_sigma: float = DENOISE_SIGMA,
 ) -> Iterator[np.ndarray]:
     """The crop deconvolved with each kernel in turn, once per noise-to-signal ratio, as uint8
     images. The crop's taper and spectrum are computed once for all kernels (they cost about as
@@ -221,7 +243,9 @@ def wiener(
         for ratio in noise_ratios:
             restored_f = numerator / (power + ratio)[:, :, None]
             restored = cv2.idft(restored_f, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
-            yield _to_uint8(cv2.GaussianBlur(restored, (0, 0), DENOISE_SIGMA))
+            if denoise_sigma > 0:
+                restored = cv2.GaussianBlur(restored, (0, 0), denoise_sigma)
+            yield _to_uint8(restored)
 
 
 @functools.cache
@@ -234,27 +258,51 @@ def _taper(height: int, width: int, pad: int) -> np.ndarray:
 
 
 def deblur_candidates(gray: np.ndarray, region: tuple[int, int, int] | None = None) -> Iterator[np.ndarray]:
-    """Restored crops of the code-like region of a gray frame, most likely first (see module doc)."""
+    """Restored crops of the code-like region of a gray frame, most likely first (see module doc):
+    the first estimate restored on the crop reduced 2x (returned at that size), then every
+    estimate at full size."""
     x, y, side = region if region is not None else code_region(gray)[:3]
     crop = gray[y : y + side, x : x + side]
+    reduced = cv2.resize(crop, (side // 2, side // 2), interpolation=cv2.INTER_AREA)
+    found = _cepstrum_minima(reduced, 2, 2)  # lengths in the reduced crop's pixels
+    # the first estimate's smear is found on the same grid at both sizes: found once
+    first_smear = _smear(reduced, found[0], 2) if found else None
+    if found:
+        yield from _restorations(reduced, found[0], 2, LENGTH_STEPS_PX, first_smear)
     later: list[Iterator[np.ndarray]] = []
-    for rank, blur in enumerate(estimate_blurs(crop, shrink=2)):
-        faded, box = isolate(crop, blur)
-        # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
-        refined = estimate_blurs(faded, count=1)
-        chosen = refined[0] if refined else blur
+    for rank, blur in enumerate(found):
         # the cepstrum's minimum is off by a pixel or two on noisy or tilted codes: once both
         # estimates were tried, the first a little shorter and longer, on the same faded crop and
         # spectrum (on the motion set's default seed these read 2 more frames, the second
         # estimate shorter and longer none)
-        length = chosen.length + LENGTH_BIAS_PX
         steps = LENGTH_STEPS_PX if rank == 0 else ()
-        lengths = [length] + [length + step for step in steps if length + step >= MIN_BLUR_PX / 2]
-        restorations = _cut(wiener(faded, [line_kernel(Blur(each, chosen.angle)) for each in lengths]), box)
+        full = Blur(blur.length * 2, blur.angle, blur.depth)
+        restorations = _restorations(crop, full, 1, steps, first_smear if rank == 0 else None)
         yield next(restorations)
         later.append(restorations)
     for restorations in later:
         yield from restorations
+
+
+def _restorations(
+    work: np.ndarray, blur: Blur, scale: int, steps: tuple[float, ...], smear: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """The crop ``work`` (the code-like region reduced ``scale`` times; ``blur`` in its pixels)
+    faded around the smear, the blur measured again on it, deconvolved with that length and then
+    with the length moved by each of ``steps`` (frame px), each cut to the smear. ``smear``: the
+    blur's smear (``_smear``) if already found."""
+    if smear is None:
+        smear = _smear(work, blur, scale)
+    faded, box = _fade(work, smear, _ISOLATE_SCALE // scale)
+    # the faded crop's cepstrum is clearer: the sharp scene it hid has no spectral zeros
+    refined = _cepstrum_minima(faded, 1, scale)
+    chosen = refined[0] if refined else blur
+    length = chosen.length + (LENGTH_BIAS_PX if scale == 1 else REDUCED_LENGTH_BIAS_PX) / scale
+    shortest = MIN_BLUR_PX / 2 / scale
+    lengths = [length] + [length + step / scale for step in steps if length + step / scale >= shortest]
+    kernels = [line_kernel(Blur(each, chosen.angle)) for each in lengths]
+    ratios = NOISE_RATIOS if scale == 1 else REDUCED_NOISE_RATIOS
+    return _cut(wiener(faded, kernels, ratios, DENOISE_SIGMA / scale), box)
 
 
 def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> Iterator[np.ndarray]:
@@ -265,9 +313,10 @@ def _cut(restorations: Iterator[np.ndarray], box: tuple[int, int, int, int]) -> 
         yield np.ascontiguousarray(restored[y : y + height, x : x + width])
 
 
-def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def isolate(crop: np.ndarray, blur: Blur, scale: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The crop with everything but the smear of ``blur`` faded to the smear's mean, and the box
-    (x, y, width, height) of the smear grown by _BOX_MARGIN_PX.
+    (x, y, width, height) of the smear grown by _BOX_MARGIN_PX. A crop already reduced ``scale``
+    times (``blur`` in its pixels) is reduced that much less: the smear is found on the same grid.
 
     The counter around a moving coupon is sharp, and deconvolving a sharp edge rings into ghost
     copies along the blur, across the code. A smeared patch varies little along the blur and much
@@ -278,9 +327,17 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
     rings as much as the scene it hides. With the true blur of the motion set's default seed this
     read 67 of 120 frames, the densest-edge patch it replaced 53.
     """
+    return _fade(crop, _smear(crop, blur, scale), _ISOLATE_SCALE // scale)
+
+
+def _smear(crop: np.ndarray, blur: Blur, scale: int) -> np.ndarray:
+    """The grown smear of ``isolate`` on the crop reduced _ISOLATE_SCALE times in all (uint8 0/1)."""
     height, width = crop.shape
-    small = cv2.resize(crop, (width // _ISOLATE_SCALE, height // _ISOLATE_SCALE), interpolation=cv2.INTER_AREA)
-    small = small.astype(np.float32)
+    step = _ISOLATE_SCALE // scale  # the crop is already reduced ``scale`` times
+    if step > 1:
+        small = cv2.resize(crop, (width // step, height // step), interpolation=cv2.INTER_AREA).astype(np.float32)
+    else:
+        small = crop.astype(np.float32)
     gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
     gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
     cos, sin = math.cos(math.radians(blur.angle)), math.sin(math.radians(blur.angle))
@@ -292,10 +349,22 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
     if count > 1:
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         smear = (labels == largest).astype(np.uint8)
-    line = (line_kernel(Blur(blur.length / _ISOLATE_SCALE, blur.angle)) > 0).astype(np.uint8)
-    grown = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    line = (line_kernel(Blur(blur.length / step, blur.angle)) > 0).astype(np.uint8)
+    grown: np.ndarray = cv2.dilate(cv2.dilate(smear, line), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
+    return grown
+
+
+def _fade(crop: np.ndarray, grown: np.ndarray, step: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The crop faded outside the smear ``grown`` (found on the crop reduced ``step`` times), and
+    the smear's box in the crop's pixels (see ``isolate``)."""
+    height, width = crop.shape
     # the wide Gaussian runs on a grid reduced 4x: 4x cheaper, and the fade is smooth at that scale
-    coarse = cv2.resize(grown.astype(np.float32), (width // 4, height // 4), interpolation=cv2.INTER_AREA)
+    coarse_step = 4 // _ISOLATE_SCALE
+    coarse = cv2.resize(
+        grown.astype(np.float32),
+        (grown.shape[1] // coarse_step, grown.shape[0] // coarse_step),
+        interpolation=cv2.INTER_AREA,
+    )
     soft = cv2.GaussianBlur(coarse, (0, 0), _ISOLATE_SOFT_PX / 4)
     weight = cv2.resize(soft, (width, height), interpolation=cv2.INTER_LINEAR)
     data = crop.astype(np.float32)
@@ -305,8 +374,7 @@ def isolate(crop: np.ndarray, blur: Blur) -> tuple[np.ndarray, tuple[int, int, i
     margin = _BOX_MARGIN_PX // _ISOLATE_SCALE
     left, top = max(bx - margin, 0), max(by - margin, 0)
     right, bottom = min(bx + bw + margin, grown.shape[1]), min(by + bh + margin, grown.shape[0])
-    scale = _ISOLATE_SCALE
-    box = (left * scale, top * scale, (right - left) * scale, (bottom - top) * scale)
+    box = (left * step, top * step, (right - left) * step, (bottom - top) * step)
     return result, box
 
 

@@ -12,7 +12,8 @@ nothing, the scanner retries while the frame's time budget lasts, cheapest first
 
 3. ``deblur``: only when a symbol was located or the frame holds a code-like patch (dense edges,
    see agent/coupons/deblur.py): the patch's linear motion blur is measured from its cepstrum and
-   undone by Wiener deconvolution, each restored crop read in turn, within its own time budget
+   undone by Wiener deconvolution, first on the patch reduced 2x (a quarter of the cost), then at
+   full size, each restored crop read in turn, within its own time budget
    ``deblur_budget_ms`` (0 turns it off). A coupon on a phone moved while shown is smeared 15-40 px,
    far beyond what sharpening restores.
 
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 QR_FORMATS = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
 DEFAULT_BUDGET_MS = 40.0
 DEFAULT_DEBLUR_BUDGET_MS = 30.0
-"""Time the deblur pass may start new restorations in; one restoration (about 15 ms of a core) may overrun it."""
+"""Time the deblur pass may start new restorations in; one restoration (1-14 ms of a core) may overrun it."""
 DEFAULT_FRAME_BUDGET_MS = 60.0
 """Time a live scanner's frame may take before the two-frame restoration starts no new candidate:
 at 10 fps a frame may take up to 100 ms of a core, but the scanner device also counts people and

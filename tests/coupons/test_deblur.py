@@ -177,6 +177,18 @@ def test_a_blur_is_measured_within_a_pixel_or_two_on_the_faded_crop() -> None:
         assert min(turn, 180 - turn) <= 4.0
 
 
+def test_the_first_restorations_are_of_the_reduced_crop_and_read_the_coupon() -> None:
+    token = _token()
+    frame = _smeared(token)
+    x, y, side, _ = deblur.code_region(frame)
+    candidates = deblur.deblur_candidates(frame, (x, y, side))
+    reduced = [next(candidates) for _ in range(3)]  # the first estimate, then 1.5 px shorter and longer
+    assert all(max(image.shape) <= side // 2 for image in reduced)
+    assert max(next(candidates).shape) > side // 2  # then the full-size restorations
+    enlarged = [cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR) for image in reduced]
+    assert token in _plain(enlarged[0]) + _plain(enlarged[1]) + _plain(enlarged[2])
+
+
 def test_wiener_restores_once_per_kernel_and_noise_ratio() -> None:
     crop = _smeared(_token())[:256, :256]
     kernels = [deblur.line_kernel(deblur.Blur(length, 35.0)) for length in (20.0, 26.0)]
