@@ -164,10 +164,11 @@ class LiveReader:
 
     Per frame, restorations start only while the frame's time is below ``frame_budget_ms``
     (DEFAULT_FRAME_BUDGET_MS); the two-frame restoration comes first, as it reads more showings
-    for its time. On 90 showings of the motion set's seed 7 (where this was tuned), one thread:
-    the sharpest of two without fusion read 71 %, every unread frame without fusion 79 %, and
-    with fusion first 88 % (fusion after the single-frame pass, both in the 60 ms budget: 86 %).
-    A frame of an idle counter costs about 10 ms: nothing moved, so nothing is fused.
+    for its time. Fusion is off by default: since the single-frame restoration was improved, on
+    the motion set's 1-s showings (one thread, tests/benchmarks/bench_motion.py) restoring every
+    unread frame reads 83.3 % (default seed, 60 showings), 86.7 % (seed 11, 30) and 87.8 % (seed 7,
+    90, where fusion was tuned), and adding the pairs 83.3 %, 86.7 % and 90.0 %, for 1.7 times the
+    CPU per showing. A frame of an idle counter costs about 10 ms: nothing moved, so nothing is fused.
 
     Once a code was read, the next ``deblur_every`` unread frames are each restored at once: a
     code in view is confirmed over consecutive frames, and a blurred showing would otherwise give
@@ -178,7 +179,7 @@ class LiveReader:
         self,
         scanner: QrScanner,
         deblur_every: int = 1,
-        fuse: bool = True,
+        fuse: bool = False,
         frame_budget_ms: float = DEFAULT_FRAME_BUDGET_MS,
     ) -> None:
         self.scanner = scanner

@@ -11,8 +11,8 @@ and for 1-s showings (10 frames of one moving coupon) the fraction in which the 
 at least one frame, and the fraction a live scanner acts on (read in 2 consecutive frames, the
 default confirm_frames, and 1, and 2 unless the read's signature verifies, the default
 accept_signed_at_once), also for the live reader that restores only the sharpest of
-every 2 unread frames (the former default), every unread frame, and every unread frame plus
-each pair of consecutive unread frames (the default, agent/coupons/fusion.py); with the mean and
+every 2 unread frames (a former default), every unread frame (the default), and every unread frame plus
+each pair of consecutive unread frames (coupons.fuse_frames, agent/coupons/fusion.py); with the mean and
 worst ms per frame, the CPU time per showing (one thread) and the showings acted on per category. A
 frame counts as read when the expected token is among the texts.
 """
@@ -135,8 +135,8 @@ def main() -> int:
     live_readers: dict[str, Callable[[], Reader]] = {
         **{name: (lambda reader=reader: reader) for name, reader in readers.items()},
         "live, sharpest of 2": lambda: LiveReader(QrScanner(), deblur_every=2, fuse=False).read,
-        "live, every frame": lambda: LiveReader(QrScanner(), deblur_every=1, fuse=False).read,
-        "live, default (+pairs)": lambda: LiveReader(QrScanner()).read,
+        "live, every frame (default)": lambda: LiveReader(QrScanner()).read,
+        "live, every frame + pairs": lambda: LiveReader(QrScanner(), fuse=True).read,
     }
     reads: dict[str, list[list[bool]]] = {}
     frame_ms: dict[str, list[float]] = {}

@@ -54,7 +54,7 @@ def test_two_frames_smeared_across_each_other_are_read_together() -> None:
     assert scanner.restore(across).codes == () and scanner.restore(along).codes == ()
     single = LiveReader(QrScanner(deblur_budget_ms=1000), fuse=False)
     assert [single.read(across), single.read(along)] == [[], []]
-    reader = LiveReader(QrScanner(deblur_budget_ms=1000), frame_budget_ms=1000)
+    reader = LiveReader(QrScanner(deblur_budget_ms=1000), fuse=True, frame_budget_ms=1000)
     assert reader.read(across) == []  # nothing to fuse it with yet
     assert reader.read(along) == [token]
 
@@ -140,4 +140,4 @@ def test_showings_of_a_moving_coupon_are_read_more_often_than_by_restoring_one_f
         return count
 
     assert read(lambda: LiveReader(QrScanner(deblur_budget_ms=1000), deblur_every=2, fuse=False)) == 0
-    assert read(lambda: LiveReader(QrScanner(deblur_budget_ms=1000), frame_budget_ms=1000)) >= 3
+    assert read(lambda: LiveReader(QrScanner(deblur_budget_ms=1000), fuse=True, frame_budget_ms=1000)) >= 3
