@@ -378,6 +378,32 @@ def _fade(crop: np.ndarray, grown: np.ndarray, step: int) -> tuple[np.ndarray, t
     return result, box
 
 
+def streak_region(gray: np.ndarray) -> tuple[int, int, int, float]:
+    """The square window (x, y, side) highest in edge density times gradient coherence, and that
+    score (0-1): a second look for a faint code that ``code_region``'s density misses.
+
+    A code smeared along one line has its edges across the motion: within its window the
+    gradients share one orientation (coherence, from the structure tensor, near 1), while a
+    counter's text and shapes turn every way. Coherence is a ratio of gradient energies, so it does
+    not fade with the print's contrast as the count of edges above _EDGE_LEVEL does.
+    """
+    height, width = gray.shape
+    side = _crop_side(min(height, width))
+    scale = 4
+    small = cv2.resize(gray, (width // scale, height // scale), interpolation=cv2.INTER_AREA)
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
+    window = (max(3, side // scale // 2 | 1),) * 2
+    xx, yy, xy = cv2.blur(gx * gx, window), cv2.blur(gy * gy, window), cv2.blur(gx * gy, window)
+    coherence = cv2.sqrt((xx - yy) ** 2 + 4 * xy * xy) / (xx + yy + 1e-3)
+    edges = ((np.abs(gx) + np.abs(gy)) > _EDGE_LEVEL).astype(np.float32)
+    score = cv2.blur(edges, window) * coherence
+    _, best, _, (cx, cy) = cv2.minMaxLoc(score)
+    x = int(np.clip(cx * scale + scale // 2 - side // 2, 0, width - side))
+    y = int(np.clip(cy * scale + scale // 2 - side // 2, 0, height - side))
+    return x, y, side, float(best)
+
+
 def _edges(small: np.ndarray) -> np.ndarray:
     """1.0 where the Sobel response of a reduced gray image exceeds _EDGE_LEVEL, else 0.0."""
     gx = cv2.Sobel(small, cv2.CV_16S, 1, 0)
