@@ -74,6 +74,10 @@ _EDGE_LEVEL = 40
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
 default seed the code-like region missed part of the code in 12 of 120 frames at 40, 18 at 60 (a
 faded code's edges fall below 60 once reduced and the phone's dark rim wins)."""
+_NORMALISE_SIGMA_PX = 24.0
+_NORMALISE_SPREAD = 48.0
+_NORMALISE_FLOOR = 4.0
+"""Grey levels added to the local deviation so flat, noisy areas are not stretched to full range."""
 _ISOLATE_SCALE = 2
 _ISOLATE_WINDOW = 15
 """Side of the window (reduced px) over which ``isolate`` compares gradients along and across the blur."""
@@ -402,6 +406,31 @@ def streak_region(gray: np.ndarray) -> tuple[int, int, int, float]:
     x = int(np.clip(cx * scale + scale // 2 - side // 2, 0, width - side))
     y = int(np.clip(cy * scale + scale // 2 - side // 2, 0, height - side))
     return x, y, side, float(best)
+
+
+def normalise_contrast(gray: np.ndarray) -> np.ndarray:
+    """The image minus its local mean, divided by its local standard deviation (both Gaussian over
+    _NORMALISE_SIGMA_PX), as uint8 around 128 with one deviation _NORMALISE_SPREAD grey levels.
+
+    A faded print or dimmed screen spans a few dozen grey levels under uneven light, next to a
+    counter and a phone rim of full contrast; the restoration then spends its levels on those.
+    Equalised, the smear's modulation stands out as much as the rim's. The local statistics vary
+    slowly, so the blur stays nearly linear. They are computed on the image reduced 4x (the
+    Gaussian costs a sixteenth) and enlarged again.
+    """
+    height, width = gray.shape
+    data = gray.astype(np.float32)
+    small = cv2.resize(data, (max(width // 4, 1), max(height // 4, 1)), interpolation=cv2.INTER_AREA)
+    sigma = _NORMALISE_SIGMA_PX / 4
+    mean_small = cv2.GaussianBlur(small, (0, 0), sigma)
+    square_small = cv2.GaussianBlur(small * small, (0, 0), sigma)
+    mean = cv2.resize(mean_small, (width, height), interpolation=cv2.INTER_LINEAR)
+    spread = cv2.resize(
+        cv2.sqrt(np.maximum(square_small - mean_small * mean_small, 0)), (width, height), interpolation=cv2.INTER_LINEAR
+    )
+    scaled = (data - mean) * (_NORMALISE_SPREAD / (spread + _NORMALISE_FLOOR)) + 128
+    result: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
+    return result
 
 
 def _edges(small: np.ndarray) -> np.ndarray:

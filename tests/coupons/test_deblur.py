@@ -96,6 +96,19 @@ def test_a_faint_smeared_coupon_below_the_edge_density_is_deblurred_and_read() -
     assert sample.text in result.codes
 
 
+def test_normalising_the_contrast_gives_a_faint_and_a_strong_pattern_the_same_spread() -> None:
+    stripes = np.tile((np.arange(256) // 4 % 2).astype(np.float32), (256, 1))  # 4 px stripes
+    faint = 120 + 30 * stripes  # a faded print: 30 grey levels
+    strong = 20 + 200 * stripes  # the counter beside it: 200
+    frame = np.hstack([faint, strong]).astype(np.uint8)
+    normalised = deblur.normalise_contrast(frame)
+    assert normalised.dtype == np.uint8 and normalised.shape == frame.shape
+    left, right = normalised[64:192, 32:96].astype(np.float32), normalised[64:192, 416:480].astype(np.float32)
+    assert left.mean() == pytest.approx(128, abs=8) and right.mean() == pytest.approx(128, abs=8)
+    assert left.std() > 30 and right.std() > 30
+    assert left.std() == pytest.approx(right.std(), rel=0.25)
+
+
 def test_deblurring_reads_a_smeared_coupon_that_plain_decoding_misses() -> None:
     token = _token()
     frame = _smeared(token)
