@@ -30,7 +30,8 @@ For the deblur pass of faint codes (motion set, default seed and seed 7, 80 low-
 combined and 80 glare frames, each variant run beside the unchanged scanner) tried and dropped:
 a lower edge level for every frame (30 instead of 40 passes 18 of 20 code-free frames instead of
 7), the whole frame's contrast equalised before ``code_region`` (the region wanders onto the
-counter's text), equalising every crop (10 fewer glare frames read), subtracting the local mean
+counter's text), equalising the whole frame with statistics at full size before restoring (10
+fewer glare frames read; the crop alone, as kept, reads more), subtracting the local mean
 without dividing by the deviation (no more reads), the saturated glare filled with the local
 mean before the Wiener filter (pixels from 250 up, soft-edged: 19 of the glare and combined
 frames read instead of 71; the code's modules just below saturation still carry it) and larger
