@@ -74,6 +74,10 @@ _EDGE_LEVEL = 40
 """Sobel response (|gx| + |gy| on the 4x reduced frame) counted as an edge. On the motion set's
 default seed the code-like region missed part of the code in 12 of 120 frames at 40, 18 at 60 (a
 faded code's edges fall below 60 once reduced and the phone's dark rim wins)."""
+_NORMALISE_SIGMA_PX = 24.0
+_NORMALISE_SPREAD = 48.0
+_NORMALISE_FLOOR = 4.0
+"""Grey levels added to the local deviation so flat, noisy areas are not stretched to full range."""
 _ISOLATE_SCALE = 2
 _ISOLATE_WINDOW = 15
 """Side of the window (reduced px) over which ``isolate`` compares gradients along and across the blur."""
@@ -376,6 +380,57 @@ def _fade(crop: np.ndarray, grown: np.ndarray, step: int) -> tuple[np.ndarray, t
     right, bottom = min(bx + bw + margin, grown.shape[1]), min(by + bh + margin, grown.shape[0])
     box = (left * step, top * step, (right - left) * step, (bottom - top) * step)
     return result, box
+
+
+def streak_region(gray: np.ndarray) -> tuple[int, int, int, float]:
+    """The square window (x, y, side) highest in edge density times gradient coherence, and that
+    score (0-1): a second look for a faint code that ``code_region``'s density misses.
+
+    A code smeared along one line has its edges across the motion: within its window the
+    gradients share one orientation (coherence, from the structure tensor, near 1), while a
+    counter's text and shapes turn every way. Coherence is a ratio of gradient energies, so it does
+    not fade with the print's contrast as the count of edges above _EDGE_LEVEL does.
+    """
+    height, width = gray.shape
+    side = _crop_side(min(height, width))
+    scale = 4
+    small = cv2.resize(gray, (width // scale, height // scale), interpolation=cv2.INTER_AREA)
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
+    window = (max(3, side // scale // 2 | 1),) * 2
+    xx, yy, xy = cv2.blur(gx * gx, window), cv2.blur(gy * gy, window), cv2.blur(gx * gy, window)
+    coherence = cv2.sqrt((xx - yy) ** 2 + 4 * xy * xy) / (xx + yy + 1e-3)
+    edges = ((np.abs(gx) + np.abs(gy)) > _EDGE_LEVEL).astype(np.float32)
+    score = cv2.blur(edges, window) * coherence
+    _, best, _, (cx, cy) = cv2.minMaxLoc(score)
+    x = int(np.clip(cx * scale + scale // 2 - side // 2, 0, width - side))
+    y = int(np.clip(cy * scale + scale // 2 - side // 2, 0, height - side))
+    return x, y, side, float(best)
+
+
+def normalise_contrast(gray: np.ndarray) -> np.ndarray:
+    """The image minus its local mean, divided by its local standard deviation (both Gaussian over
+    _NORMALISE_SIGMA_PX), as uint8 around 128 with one deviation _NORMALISE_SPREAD grey levels.
+
+    A faded print or dimmed screen spans a few dozen grey levels under uneven light, next to a
+    counter and a phone rim of full contrast; the restoration then spends its levels on those.
+    Equalised, the smear's modulation stands out as much as the rim's. The local statistics vary
+    slowly, so the blur stays nearly linear. They are computed on the image reduced 4x (the
+    Gaussian costs a sixteenth) and enlarged again.
+    """
+    height, width = gray.shape
+    data = gray.astype(np.float32)
+    small = cv2.resize(data, (max(width // 4, 1), max(height // 4, 1)), interpolation=cv2.INTER_AREA)
+    sigma = _NORMALISE_SIGMA_PX / 4
+    mean_small = cv2.GaussianBlur(small, (0, 0), sigma)
+    square_small = cv2.GaussianBlur(small * small, (0, 0), sigma)
+    mean = cv2.resize(mean_small, (width, height), interpolation=cv2.INTER_LINEAR)
+    spread = cv2.resize(
+        cv2.sqrt(np.maximum(square_small - mean_small * mean_small, 0)), (width, height), interpolation=cv2.INTER_LINEAR
+    )
+    scaled = (data - mean) * (_NORMALISE_SPREAD / (spread + _NORMALISE_FLOOR)) + 128
+    result: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
+    return result
 
 
 def _edges(small: np.ndarray) -> np.ndarray:

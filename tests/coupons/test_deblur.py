@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.coupons import deblur
-from agent.coupons.scanner import LiveReader, QrScanner
+from agent.coupons.scanner import DEBLUR_MIN_EDGE_DENSITY, DEBLUR_MIN_STREAK_SCORE, LiveReader, QrScanner
 from agent.coupons.token import Coupon, VerifyResult, issue_token, verify_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,6 +75,38 @@ def test_the_code_region_holds_the_smeared_code() -> None:
     assert x <= 150 + 20 and y <= 80 + 20  # the code starts at (150, 80)
     assert x + side >= 150 + 300 and y + side >= 80 + 300
     assert density > 0.5
+
+
+def test_the_streak_score_finds_a_faint_smeared_code_the_edge_density_misses() -> None:
+    sample = qr_motionset.make_sample(81)  # a faded print moved while shown
+    assert sample.category == "motion_low_contrast"
+    frame = cv2.cvtColor(sample.image, cv2.COLOR_BGR2GRAY)
+    assert deblur.code_region(frame)[3] < DEBLUR_MIN_EDGE_DENSITY
+    score = deblur.streak_region(frame)[3]
+    assert score >= DEBLUR_MIN_STREAK_SCORE
+    for seed in range(5):  # a counter without a code: text and shapes turn every way
+        empty = cv2.cvtColor(qr_testset.empty_frame(640, 480, seed=seed), cv2.COLOR_BGR2GRAY)
+        assert deblur.streak_region(empty)[3] < DEBLUR_MIN_STREAK_SCORE
+
+
+def test_a_faint_smeared_coupon_below_the_edge_density_is_deblurred_and_read() -> None:
+    sample = qr_motionset.make_sample(81)
+    result = QrScanner(budget_ms=None, deblur_budget_ms=1000).scan(sample.image)
+    assert "deblur" in result.attempts
+    assert sample.text in result.codes
+
+
+def test_normalising_the_contrast_gives_a_faint_and_a_strong_pattern_the_same_spread() -> None:
+    stripes = np.tile((np.arange(256) // 4 % 2).astype(np.float32), (256, 1))  # 4 px stripes
+    faint = 120 + 30 * stripes  # a faded print: 30 grey levels
+    strong = 20 + 200 * stripes  # the counter beside it: 200
+    frame = np.hstack([faint, strong]).astype(np.uint8)
+    normalised = deblur.normalise_contrast(frame)
+    assert normalised.dtype == np.uint8 and normalised.shape == frame.shape
+    left, right = normalised[64:192, 32:96].astype(np.float32), normalised[64:192, 416:480].astype(np.float32)
+    assert left.mean() == pytest.approx(128, abs=8) and right.mean() == pytest.approx(128, abs=8)
+    assert left.std() > 30 and right.std() > 30
+    assert left.std() == pytest.approx(right.std(), rel=0.25)
 
 
 def test_deblurring_reads_a_smeared_coupon_that_plain_decoding_misses() -> None:

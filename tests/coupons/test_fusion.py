@@ -19,7 +19,7 @@ import qr_motionset
 import qr_testset
 from test_deblur import _token
 
-HARD_SHOWINGS = (5, 9, 15, 39, 51)
+HARD_SHOWINGS = (5, 9, 17, 21, 39)
 
 
 def _smeared(text: str, blur: deblur.Blur, at: tuple[int, int], seed: int, noise_sigma: float = 3.0) -> np.ndarray:
