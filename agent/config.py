@@ -587,7 +587,7 @@ class CouponsConfig(_Section):
             "also restore each unread frame in which something moved around its code, alone and together "
             "with the previous one (two-frame Wiener filter: a coupon smeared differently in two frames "
             "is read from the pair), within a 60 ms budget per frame; costs about 15-20 ms more per such "
-            "frame, and read 0-2 points more 1-s showings of the motion set than every frame alone"
+            "frame, and read 0-1 points more 1-s showings of the motion set than every frame alone"
         ),
     )
 

@@ -195,8 +195,8 @@ class LiveReader:
     (DEFAULT_FRAME_BUDGET_MS); the two-frame restoration comes first, as it reads more showings
     for its time. Fusion is off by default: since the single-frame restoration was improved, on
     the motion set's 1-s showings (one thread, tests/benchmarks/bench_motion.py) restoring every
-    unread frame reads 83.3 % (default seed, 60 showings), 86.7 % (seed 11, 30) and 87.8 % (seed 7,
-    90, where fusion was tuned), and adding the pairs 83.3 %, 86.7 % and 90.0 %, for 1.7 times the
+    unread frame reads 88.3 % (default seed, 60 showings), 90.0 % (seed 11, 30) and 91.1 % (seed 7,
+    90, where fusion was tuned), and adding the pairs 88.3 %, 90.0 % and 92.2 %, for 1.6 times the
     CPU per showing. A frame of an idle counter costs about 10 ms: nothing moved, so nothing is fused.
 
     Once a code was read, the next ``deblur_every`` unread frames are each restored at once: a
