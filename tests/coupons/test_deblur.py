@@ -41,11 +41,19 @@ def _token(key: Ed25519PrivateKey = KEY) -> str:
     return issue_token(coupon, key)
 
 
-def _smeared(text: str, blur: deblur.Blur = SMEAR, module_px: int = 6) -> np.ndarray:
-    """A gray 640x480 counter scene with the code moved ``blur`` while the shutter was open."""
+def _smeared(
+    text: str,
+    blur: deblur.Blur = SMEAR,
+    module_px: int = 6,
+    at: tuple[int, int] = (150, 80),
+    seed: int = 8,
+    noise_sigma: float = 1.0,
+) -> np.ndarray:
+    """A gray 640x480 counter scene with the code (top left at ``at``, x then y) moved ``blur``
+    while the shutter was open, plus sensor noise of ``noise_sigma`` grey levels."""
     frame = cv2.cvtColor(qr_testset.empty_frame(640, 480, seed=3), cv2.COLOR_BGR2GRAY).astype(np.float32)
     code = qr_testset.render_code(text, module_px=module_px).astype(np.float32)
-    y, x = 80, 150
+    x, y = at
     layer = np.zeros_like(frame)
     mask = np.zeros_like(frame)
     layer[y : y + code.shape[0], x : x + code.shape[1]] = code
@@ -53,7 +61,7 @@ def _smeared(text: str, blur: deblur.Blur = SMEAR, module_px: int = 6) -> np.nda
     kernel = deblur.line_kernel(blur)
     layer = cv2.filter2D(layer, -1, kernel, borderType=cv2.BORDER_CONSTANT)
     mask = cv2.filter2D(mask, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-    noise = np.random.default_rng(8).normal(0, 1.0, frame.shape).astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0, noise_sigma, frame.shape).astype(np.float32)
     return np.clip(frame * (1 - mask) + layer + noise, 0, 255).astype(np.uint8)
 
 

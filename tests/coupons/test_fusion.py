@@ -17,25 +17,9 @@ from agent.coupons.scanner import LiveReader, QrScanner
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qr_motionset
 import qr_testset
-from test_deblur import _token
+from test_deblur import _smeared, _token
 
 HARD_SHOWINGS = (5, 9, 17, 21, 39)
-
-
-def _smeared(text: str, blur: deblur.Blur, at: tuple[int, int], seed: int, noise_sigma: float = 3.0) -> np.ndarray:
-    """A gray 640x480 counter scene with the code (5 px modules) at ``at`` moved ``blur``."""
-    frame = cv2.cvtColor(qr_testset.empty_frame(640, 480, seed=3), cv2.COLOR_BGR2GRAY).astype(np.float32)
-    code = qr_testset.render_code(text, module_px=5).astype(np.float32)
-    x, y = at
-    layer = np.zeros_like(frame)
-    mask = np.zeros_like(frame)
-    layer[y : y + code.shape[0], x : x + code.shape[1]] = code
-    mask[y : y + code.shape[0], x : x + code.shape[1]] = 1
-    kernel = deblur.line_kernel(blur)
-    layer = cv2.filter2D(layer, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-    mask = cv2.filter2D(mask, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-    noise = np.random.default_rng(seed).normal(0, noise_sigma, frame.shape).astype(np.float32)
-    return np.clip(frame * (1 - mask) + layer + noise, 0, 255).astype(np.uint8)
 
 
 def _modules(side: int = 192, module: int = 6, seed: int = 1) -> np.ndarray:
@@ -48,8 +32,8 @@ def test_two_frames_smeared_across_each_other_are_read_together() -> None:
     token = _token()
     # a long smear in a dim store: the single-frame restoration reads neither frame (it reads them
     # with 36 px smears, or with the noise of 3 grey levels instead of 9); the pair reads
-    across = _smeared(token, deblur.Blur(length=44.0, angle=0.0), (150, 90), seed=10, noise_sigma=9.0)
-    along = _smeared(token, deblur.Blur(length=44.0, angle=90.0), (190, 110), seed=11, noise_sigma=9.0)  # moved on
+    across = _smeared(token, deblur.Blur(44.0, 0.0), 5, (150, 90), seed=10, noise_sigma=9.0)
+    along = _smeared(token, deblur.Blur(44.0, 90.0), 5, (190, 110), seed=11, noise_sigma=9.0)  # moved on
     scanner = QrScanner(deblur_budget_ms=1000)
     assert scanner.restore(across).codes == () and scanner.restore(along).codes == ()
     single = LiveReader(QrScanner(deblur_budget_ms=1000), fuse=False)
