@@ -229,24 +229,28 @@ class LiveReader:
             gray = to_gray(image)
             if self.fuse:
                 codes = self._fused(gray, started)
-            # the single-frame pass starts within the frame's budget (and may then spend its own)
-            room = (time.perf_counter() - started) * 1000 < self.frame_budget_ms
-            if codes:
-                pass
-            elif self._follow > 0 or self.deblur_every == 1:
-                self._follow = max(self._follow - 1, 0)
-                if room:
-                    codes = list(self.scanner.restore(gray).codes)
-            else:
-                chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
-                if chosen is not None and room:
-                    codes = list(self.scanner.restore(chosen).codes)
+            if not codes:
+                # the single-frame pass starts within the frame's budget (and may then spend its own)
+                room = (time.perf_counter() - started) * 1000 < self.frame_budget_ms
+                codes = self._restored(gray, room)
         if codes:
             self._pick.reset()
             self._follow = self.deblur_every
             self._previous = None
             self._previous_thumb = None
         return codes
+
+    def _restored(self, gray: np.ndarray, room: bool) -> list[str]:
+        """The single-frame deblur pass on this unread frame, or on the sharpest of the last
+        ``deblur_every`` (every one while following a read); only with ``room`` left in the frame's
+        budget."""
+        if self._follow > 0 or self.deblur_every == 1:
+            self._follow = max(self._follow - 1, 0)
+            return list(self.scanner.restore(gray).codes) if room else []
+        chosen = self._pick.offer(deblur.region_sharpness(gray), gray)
+        if chosen is None or not room:
+            return []
+        return list(self.scanner.restore(chosen).codes)
 
     def _fused(self, gray: np.ndarray, started: float) -> list[str]:
         """Read this frame restored on its own around its code (see fusion.code_centre) and together
