@@ -838,7 +838,7 @@ class ConsoleConfig(_Section):
         default=2.0,
         ge=0.5,
         le=600,
-        description="seconds between reads of the Today and Device screens and the status line",
+        description="seconds between reads of the Today, Consult and Device screens and the status line",
     )
     consultation_categories: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CONSULTATION_CATEGORIES),

@@ -28,6 +28,12 @@ async def pick(pilot: Pilot[Any], downs: int) -> None:
     await pilot.press("enter", "tab")
 
 
+def totals_rows(console: Console) -> dict[str, list[str]]:
+    """The totals table's rows by their first word."""
+    text = shown_text(console.app.screen.query_one("#consult-totals"))
+    return {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.split()}
+
+
 def stored(db_path: Path) -> list[tuple[str, str, ConsultOutcome, int]]:
     db = open_readonly(db_path)
     try:
@@ -120,11 +126,38 @@ async def test_totals_per_category_and_outcome_show_below_the_threshold_as_less_
         await type_text(pilot, "4")
         await pilot.press("enter")
         await settle(pilot)
-        rows = {
-            line.split()[0]: line.split()[1:]
-            for line in shown_text(console.app.screen.query_one("#consult-totals")).splitlines()
-            if line.split()
-        }
+        rows = totals_rows(console)
         assert rows["seeds"] == ["11", "<11", "<11", "11"]
         assert rows["all"] == ["11", "<11", "<11", "11"]
         assert console.app.screen.query_one("#consult-mine", DataTable).row_count == 1, "only the member's own"
+
+
+@sync
+async def test_totals_are_read_again_on_the_timer_when_another_console_logs(
+    console: Console, db_path: Path, config: AgentConfig
+) -> None:
+    async with console.app.run_test(size=(80, 24)) as pilot:
+        await sign_in(pilot)
+        await pilot.press("f8")
+        await settle(pilot)
+        assert totals_rows(console)["seeds"][0] != "11"
+        db = open_database(db_path)
+        try:
+            for minute in range(11):  # logged at another console of the device
+                log_consultation(
+                    db,
+                    Actor(Role.MANAGER, "m1"),
+                    "till-1",
+                    "seeds",
+                    "bought",
+                    3,
+                    categories=["seeds", "bulbs"],
+                    max_minutes=60,
+                    now=NOW - 3600 + minute * 60,
+                )
+        finally:
+            db.close()
+        await pilot.pause(config.console.refresh_s * 3)  # nobody presses a key
+        await settle(pilot)
+        assert totals_rows(console)["seeds"] == ["11", "<11", "<11", "11"]
+        assert console.app.screen.query_one("#consult-mine", DataTable).row_count == 0, "not the member's own"

@@ -5,6 +5,7 @@ The category and outcome are picked from fixed lists, the duration is whole minu
 agent.storage.consultations, which writes the audit row in the same transaction. The totals per
 category and outcome are the device's for today, each below the display threshold shown as "<N";
 the list beside them is the signed-in member's own consultations today, so they can check an entry.
+Both are read again every ``console.refresh_s``, like the Today screen.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class ConsultScreen(ConsoleScreen):
         mine.add_columns("Time", "Category", "Out", "Min")
         mine.border_title = "Yours today"
         self.query_one("#consult-category", Select).focus()
+        # other consoles on the device log too, and the day rolls over: read again on the timer
+        self.set_interval(self.console.settings.config.console.refresh_s, self._load)
         self._load()
 
     @on(Input.Submitted, "#consult-minutes")
