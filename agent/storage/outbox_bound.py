@@ -8,7 +8,9 @@ undelivered rows with ``max_rows`` (``sync.outbox_max_rows``):
 - past the limit it deletes the oldest undelivered rows of the least valuable kinds, in
   ``DROP_ORDER`` (health reports first, then traffic, consultation and coupon aggregates), only as
   many as bring the depth back to the limit, and adds them to a counter kept in ``sync_state``
-  (``outbox.dropped.<kind>``), which status and health report; every drop is logged as an error.
+  (``outbox.dropped.<kind>``), which status and health report; every drop is logged as an error
+  and written to the audit log in the same transaction (actor ``system``, action ``outbox_drop``,
+  the count per kind and the limit as its detail).
 
 Settlement records (``ledger``), store reports, job reports, config reports and births are never
 dropped: if they alone exceed the limit the outbox grows past it, with the alarm on.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from agent.contract.kinds import MessageKind
+from agent.storage.audit import Actor, Role, record
 from agent.storage.database import fetch_all, has_table, transaction
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ def enforce_outbox_bound(db: Database, max_rows: int) -> OutboxBound:
                     " DO UPDATE SET value = CAST(CAST(value AS INTEGER) + excluded.value AS TEXT)",
                     [DROPPED_KEY + kind.value, str(count)],
                 )
+        if dropped:
+            record(db, Actor(Role.SYSTEM), "outbox_drop", detail={**dropped, "limit": max_rows})
     alarm = pending >= alarm_level(max_rows)
     if dropped:
         logger.error(

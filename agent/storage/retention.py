@@ -19,7 +19,10 @@ One pass (``apply_retention``) deletes, in one transaction:
 - delivered ``outbox`` rows older than ``outbox_delivered_days`` (undelivered rows are never deleted
   here; agent.storage.outbox_bound bounds them).
 
-A StorageError leaves every row in place; the next pass tries again.
+A pass that deletes anything writes one audit row in the same transaction (actor ``system``,
+action ``retention``, the count per table as its detail), so what the device let go of, and when,
+can be shown without the rows themselves. A StorageError leaves every row in place; the next pass
+tries again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
+from agent.storage.audit import Actor, Role, record
 from agent.storage.database import transaction
 
 logger = logging.getLogger(__name__)
@@ -120,6 +124,9 @@ def apply_retention(db: Database, now: float, policy: RetentionPolicy | None = N
                 "cutoff_day": datetime.fromtimestamp(cutoff, UTC).date().isoformat(),
             }
             deleted[table] = db.execute(sql, params).rowcount
+        counts = {table: count for table, count in deleted.items() if count}
+        if counts:
+            record(db, Actor(Role.SYSTEM), "retention", detail=counts, now=now)
     result = RetentionResult(deleted)
     if result.total:
         logger.info("retention deleted %s", ", ".join(f"{count} {table}" for table, count in deleted.items() if count))

@@ -9,6 +9,7 @@ from sqlite_utils import Database
 
 from agent.contract.kinds import MessageKind
 from agent.contract.payloads import HealthReport, LedgerRecord, Message, TrafficReport
+from agent.storage.audit import entries
 from agent.storage.database import transaction
 from agent.storage.outbox import enqueue, pending_by_kind
 from agent.storage.outbox_bound import dropped_so_far, enforce_outbox_bound
@@ -84,6 +85,14 @@ def test_past_the_limit_health_goes_first_then_traffic_and_settlement_records_ne
     assert pending_by_kind(memory_db) == {MessageKind.LEDGER: 110}  # over the limit, never dropped
     assert bound.alarm
     assert dropped_so_far(memory_db) == {"health": 5, "traffic": 10}
+    audited = [(entry.actor, entry.detail) for entry in reversed(entries(memory_db, action="outbox_drop"))]
+    assert audited == [("system", {"health": 5, "limit": 100}), ("system", {"traffic": 10, "limit": 100})]
+
+
+def test_a_check_that_drops_nothing_writes_no_audit_row(memory_db: Database) -> None:
+    queue(memory_db, MessageKind.TRAFFIC, [traffic(i) for i in range(5)])
+    enforce_outbox_bound(memory_db, 5)
+    assert entries(memory_db, action="outbox_drop") == []
 
 
 def test_the_oldest_rows_of_a_kind_are_dropped_first(memory_db: Database) -> None:

@@ -12,7 +12,7 @@ from sqlite_utils import Database
 from agent.contract.kinds import MessageKind
 from agent.contract.payloads import HealthReport, LedgerRecord
 from agent.counting.tallies import LineMinute, ZoneMinute
-from agent.storage.audit import Actor, Role, record
+from agent.storage.audit import Actor, Role, entries, record
 from agent.storage.buckets import write_minutes
 from agent.storage.database import StorageError, transaction
 from agent.storage.events import Event, EventKind, record_events
@@ -72,6 +72,16 @@ def test_a_second_pass_at_the_same_time_deletes_nothing(memory_db: Database) -> 
     _fill(memory_db)
     apply_retention(memory_db, NOW, RetentionPolicy(events_days=3, buckets_days=30))
     assert apply_retention(memory_db, NOW, RetentionPolicy(events_days=3, buckets_days=30)).total == 0
+
+
+def test_a_pass_that_deletes_writes_one_audit_row_with_the_counts_and_an_empty_pass_none(memory_db: Database) -> None:
+    _fill(memory_db)
+    apply_retention(memory_db, NOW, RetentionPolicy(events_days=3, buckets_days=30))
+    apply_retention(memory_db, NOW, RetentionPolicy(events_days=3, buckets_days=30))  # deletes nothing
+
+    [entry] = entries(memory_db, action="retention")
+    assert (entry.actor, entry.outcome, entry.t) == ("system", "ok", NOW)
+    assert entry.detail == {"events": 1, "line_buckets": 1, "zone_buckets": 1}
 
 
 def test_events_and_buckets_have_separate_limits(memory_db: Database) -> None:
@@ -181,7 +191,7 @@ def test_store_reports_conflicts_tombstones_and_audit_rows_have_limits(memory_db
     assert _serials(memory_db, "redemption_conflicts") == {"2" * 32}
     assert _serials(memory_db, "erased_coupons", "tag") == {"2" * 64, "4" * 64}
     assert result["audit"] == 1
-    assert [row[0] for row in memory_db.execute("SELECT t FROM audit")] == [NOW - 89 * DAY]
+    assert [row[0] for row in memory_db.execute("SELECT t FROM audit WHERE action = 'erase'")] == [NOW - 89 * DAY]
 
 
 def test_released_cells_and_budget_days_go_after_the_aggregation_lookback(memory_db: Database) -> None:
